@@ -1,0 +1,1 @@
+"""Pin data: one JSON file per transformers release (see patcher.pins)."""
