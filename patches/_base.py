@@ -1,0 +1,128 @@
+"""The base class every codemod of the series derives from.
+
+A codemod here is a real ``libcst.codemod.VisitorBasedCodemodCommand`` (so that
+``python -m libcst.tool codemod`` can run it), with three additions the engine relies on:
+
+* ``NAME``, ``TARGETS`` and ``SHAPES`` class attributes: the user-facing name, the
+  qualified names it may change, add or remove, and the upstream shapes it knows;
+* ``rewrite(module)``: the codemod's work, done on the module's top-level statements
+  only.  A full visit of a 1,400-line module costs more than parsing it, so the visitor
+  stops at the module (``visit_Module`` returns False) and each codemod walks straight to
+  its targets.  That keeps the whole series within a small multiple of one parse;
+* ``met(shape)`` to record which shape it recognised and ``drift(...)`` to refuse a shape
+  it does not know.  Drift is an exception: a codemod never guesses.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import libcst as cst
+from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
+
+
+@dataclass
+class Drift(Exception):
+    """A target whose upstream form no known shape of the codemod matches.
+
+    ``anchor`` is the qualified name of the upstream unit where the problem was seen (the
+    engine turns it into ``file:line`` of the upstream file); ``nearest`` is the closest
+    thing found, for a maintainer to start from.
+    """
+
+    codemod: str
+    target: str
+    known: tuple[str, ...]
+    found: str
+    anchor: str | None = None
+    nearest: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.codemod}: {self.target}: {self.found}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one codemod did to one module: the shapes it met and the lines it changed."""
+
+    shapes: tuple[str, ...]
+    added: int
+    removed: int
+
+
+class VaccCodemod(VisitorBasedCodemodCommand):
+    """Base class of the series' codemods (see the module docstring)."""
+
+    NAME: ClassVar[str]
+    DESCRIPTION: ClassVar[str]
+    TARGETS: ClassVar[tuple[str, ...]]
+    SHAPES: ClassVar[dict[str, str]]
+    #: The upstream file the codemod applies to.
+    FILE: ClassVar[str] = "modeling_gemma.py"
+
+    def __init__(self, context: CodemodContext | None = None) -> None:
+        super().__init__(context or CodemodContext())
+        self._shapes: list[str] = []
+        self.change: Change | None = None
+
+    # -- what subclasses implement -------------------------------------------------------
+    def rewrite(self, module: cst.Module) -> cst.Module:
+        """Return the module with this codemod's targets rewritten."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def met(self, shape: str) -> None:
+        """Record that a target was recognised in ``shape`` (one of ``SHAPES``)."""
+        assert shape in self.SHAPES, f"{self.NAME}: unknown shape name {shape!r}"
+        if shape not in self._shapes:
+            self._shapes.append(shape)
+
+    def drift(
+        self, target: str, found: str, *, anchor: str | None = None, nearest: str | None = None
+    ) -> Drift:
+        """Build the exception for a target in a shape this codemod does not know."""
+        return Drift(self.NAME, target, tuple(self.SHAPES), found, anchor or target, nearest)
+
+    # -- libcst plumbing -----------------------------------------------------------------
+    def transform_module(self, tree: cst.Module) -> cst.Module:
+        # No metadata is used, so skip libcst's MetadataWrapper (it deep-copies the tree).
+        return self.transform_module_impl(tree)
+
+    def visit_Module(self, node: cst.Module) -> bool:
+        return False
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        result = self.rewrite(updated_node)
+        self.change = Change(tuple(self._shapes), *_count_lines(updated_node, result))
+        return result
+
+
+def _count_lines(before: cst.Module, after: cst.Module) -> tuple[int, int]:
+    """Lines added and removed, rendering only the top-level statements that changed."""
+    old, new = before.body, after.body
+    added = removed = 0
+    if before.header is not after.header:
+        h_old = before.code_for_node(before.with_changes(body=[], footer=[])).splitlines()
+        h_new = after.code_for_node(after.with_changes(body=[], footer=[])).splitlines()
+        added, removed = _diff_counts(h_old, h_new)
+    matcher = difflib.SequenceMatcher(a=[id(s) for s in old], b=[id(s) for s in new], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        a = "".join(before.code_for_node(s) for s in old[i1:i2]).splitlines()
+        b = "".join(after.code_for_node(s) for s in new[j1:j2]).splitlines()
+        plus, minus = _diff_counts(a, b)
+        added += plus
+        removed += minus
+    return added, removed
+
+
+def _diff_counts(a: list[str], b: list[str]) -> tuple[int, int]:
+    plus = minus = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            minus += i2 - i1
+            plus += j2 - j1
+    return plus, minus

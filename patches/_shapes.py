@@ -1,0 +1,227 @@
+"""The shared vocabulary of the codemods: named matchers and small tree helpers.
+
+"The attention class", "an assignment to ``self.x``", "a call of ``self.mlp``" mean the
+same thing in every codemod because they are spelled once, here.  Everything works on
+libcst nodes; rendered source is only ever produced for messages and line counts.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from collections.abc import Callable, Sequence
+
+import libcst as cst
+import libcst.matchers as m
+
+Statement = cst.BaseStatement | cst.BaseSmallStatement
+
+PACKAGE = "transformers.models.gemma"
+
+
+# -- building code ---------------------------------------------------------------------------
+def parse_stmts(source: str) -> list[cst.BaseStatement]:
+    """Parse (dedented) source into statements, ready to splice into any block."""
+    return list(cst.parse_module(textwrap.dedent(source).lstrip("\n")).body)
+
+
+def parse_def(source: str) -> cst.FunctionDef:
+    """Parse one ``def`` (with its decorators) from dedented source."""
+    (node,) = parse_stmts(source)
+    assert isinstance(node, cst.FunctionDef)
+    return node
+
+
+def render(node: cst.CSTNode) -> str:
+    """Source of one node, for messages and comparisons."""
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def same_code(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    """Equal as Python, whatever the formatting, quotes or comments (libcst's
+    ``deep_equals`` sees all three, which would break idempotence on reformatted files)."""
+    return _ast_dump(a) == _ast_dump(b)
+
+
+def _ast_dump(node: cst.CSTNode) -> str:
+    return ast.dump(ast.parse(textwrap.dedent(render(node))))
+
+
+# -- finding things --------------------------------------------------------------------------
+def stmt_name(stmt: cst.CSTNode) -> str | None:
+    """The name a top-level statement defines: class, def, or ``NAME = ...``."""
+    if isinstance(stmt, cst.ClassDef | cst.FunctionDef):
+        return stmt.name.value
+    if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name())])])):
+        return stmt.body[0].targets[0].target.value  # type: ignore[attr-defined]
+    if m.matches(stmt, m.SimpleStatementLine(body=[m.AnnAssign(target=m.Name())])):
+        return stmt.body[0].target.value  # type: ignore[attr-defined]
+    return None
+
+
+def find(body: Sequence[cst.CSTNode], name: str) -> int | None:
+    """Index of the statement defining ``name`` in ``body``, or None."""
+    for i, stmt in enumerate(body):
+        if stmt_name(stmt) == name:
+            return i
+    return None
+
+
+def names(body: Sequence[cst.CSTNode]) -> list[str]:
+    """Every name the statements of ``body`` define (for "nearest match" hints)."""
+    return [n for n in map(stmt_name, body) if n]
+
+
+def find_class(module: cst.Module, name: str) -> tuple[int, cst.ClassDef] | None:
+    i = find(module.body, name)
+    if i is None or not isinstance(module.body[i], cst.ClassDef):
+        return None
+    return i, module.body[i]  # type: ignore[return-value]
+
+
+def find_function(module: cst.Module, name: str) -> tuple[int, cst.FunctionDef] | None:
+    i = find(module.body, name)
+    if i is None or not isinstance(module.body[i], cst.FunctionDef):
+        return None
+    return i, module.body[i]  # type: ignore[return-value]
+
+
+def class_body(cls: cst.ClassDef) -> list[cst.BaseStatement]:
+    return list(cls.body.body)  # type: ignore[arg-type]
+
+
+def find_method(cls: cst.ClassDef, name: str) -> tuple[int, cst.FunctionDef] | None:
+    body = class_body(cls)
+    i = find(body, name)
+    if i is None or not isinstance(body[i], cst.FunctionDef):
+        return None
+    return i, body[i]  # type: ignore[return-value]
+
+
+def fn_body(fn: cst.FunctionDef) -> list[cst.BaseStatement]:
+    return list(fn.body.body)  # type: ignore[arg-type]
+
+
+def param_names(fn: cst.FunctionDef) -> list[str]:
+    p = fn.params
+    out = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+    if isinstance(p.star_arg, cst.Param):
+        out.append("*" + p.star_arg.name.value)
+    if p.star_kwarg is not None:
+        out.append("**" + p.star_kwarg.name.value)
+    return out
+
+
+def docstring_stmt(body: Sequence[cst.CSTNode]) -> cst.BaseStatement | None:
+    """The docstring statement at the head of a block, if any."""
+    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
+        return body[0]  # type: ignore[return-value]
+    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.ConcatenatedString())])):
+        return body[0]  # type: ignore[return-value]
+    return None
+
+
+# -- named matchers --------------------------------------------------------------------------
+def self_attr(name: str) -> m.Attribute:
+    """``self.<name>``"""
+    return m.Attribute(value=m.Name("self"), attr=m.Name(name))
+
+
+def call_of(func: m.BaseMatcherNode) -> m.Call:
+    return m.Call(func=func)
+
+
+def assigns(target: m.BaseMatcherNode, value: m.BaseMatcherNode | None = None) -> m.SimpleStatementLine:
+    """A line ``<target> = <value>``."""
+    assign = m.Assign(targets=[m.AssignTarget(target=target)], value=value or m.DoNotCare())
+    return m.SimpleStatementLine(body=[assign])
+
+
+def contains(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
+    return bool(m.findall(node, matcher))
+
+
+def first_index(body: Sequence[cst.CSTNode], pred: Callable[[cst.CSTNode], bool]) -> int | None:
+    for i, stmt in enumerate(body):
+        if pred(stmt):
+            return i
+    return None
+
+
+# -- editing ---------------------------------------------------------------------------------
+def replace_in(body: Sequence[cst.CSTNode], index: int, *new: cst.CSTNode) -> list:
+    """``body`` with the statement at ``index`` replaced by ``new`` (nothing: removed)."""
+    return [*body[:index], *new, *body[index + 1 :]]
+
+
+def with_class_body(cls: cst.ClassDef, body: Sequence[cst.CSTNode]) -> cst.ClassDef:
+    return cls.with_changes(body=cls.body.with_changes(body=list(body)))
+
+
+def with_fn_body(fn: cst.FunctionDef, body: Sequence[cst.CSTNode]) -> cst.FunctionDef:
+    return fn.with_changes(body=fn.body.with_changes(body=list(body)))
+
+
+def keep_leading(old: cst.CSTNode, new: cst.CSTNode) -> cst.CSTNode:
+    """Give ``new`` the leading blank lines and comments of ``old``."""
+    return new.with_changes(leading_lines=old.leading_lines)  # type: ignore[attr-defined]
+
+
+def blank_lines(node: cst.CSTNode, n: int) -> cst.CSTNode:
+    """``node`` preceded by exactly ``n`` empty lines (and no comments)."""
+    return node.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * n)  # type: ignore[attr-defined]
+
+
+# -- imports ---------------------------------------------------------------------------------
+def absolute_module(node: cst.ImportFrom, package: str = PACKAGE) -> str | None:
+    """The absolute module a relative ``from .x import y`` names, or None if absolute."""
+    if not node.relative:
+        return None
+    parts = package.split(".")
+    base = parts[: len(parts) - (len(node.relative) - 1)]
+    if node.module is not None:
+        base.append(render(node.module))
+    return ".".join(base)
+
+
+def absolute_import(node: cst.ImportFrom, package: str = PACKAGE) -> cst.ImportFrom:
+    """``from ...x import y`` made ``from transformers.x import y`` (formatting kept)."""
+    target = absolute_module(node, package)
+    if target is None:
+        return node
+    return node.with_changes(relative=[], module=cst.parse_expression(target))
+
+
+def map_small(stmt: cst.CSTNode, fn: Callable[[cst.BaseSmallStatement], cst.BaseSmallStatement]) -> cst.CSTNode:
+    """``stmt`` with ``fn`` applied to each of its small statements, looking inside module-level
+    ``if``/``try`` blocks but not into classes or functions (imports live at module level)."""
+    if isinstance(stmt, cst.SimpleStatementLine):
+        return stmt.with_changes(body=[fn(x) for x in stmt.body])
+    if not isinstance(stmt, cst.If | cst.Else | cst.Try | cst.ExceptHandler | cst.Finally):
+        return stmt
+    changes: dict = {"body": stmt.body.with_changes(body=[map_small(x, fn) for x in stmt.body.body])}
+    for attr in ("orelse", "finalbody"):
+        if getattr(stmt, attr, None) is not None:
+            changes[attr] = map_small(getattr(stmt, attr), fn)
+    if isinstance(stmt, cst.Try):
+        changes["handlers"] = [map_small(h, fn) for h in stmt.handlers]
+    return stmt.with_changes(**changes)
+
+
+def drop_items(items: Sequence, pred: Callable[[cst.CSTNode], bool]) -> list:
+    """``items`` (arguments or parameters) without those matching ``pred``, moving the comma
+    of a removed last item to the new last one so the closing bracket keeps its place."""
+    kept = [x for x in items if not pred(x)]
+    if kept and items and pred(items[-1]) and kept[-1] is not items[-1]:
+        kept[-1] = kept[-1].with_changes(comma=items[-1].comma)
+    return kept
+
+
+def fill(template: cst.CSTNode, **slots: cst.CSTNode) -> cst.CSTNode:
+    """``template`` with every name ``__slot__`` replaced by the node given for ``slot``.
+
+    Splicing nodes (not text) keeps a multi-line upstream expression correctly indented
+    wherever the template puts it."""
+    for slot, node in slots.items():
+        template = m.replace(template, m.Name(f"__{slot}__"), lambda _old, _captures, node=node: node)
+    return template

@@ -1,0 +1,279 @@
+"""mask-generation — 修改attention mask的生成方式: tuple cache and explicit masks in GemmaModel.
+
+Why: the vacc graphs take the KV cache as one ``(key, value)`` tuple per layer and the
+mask as an explicit additive tensor; upstream's ``GemmaModel.forward`` converts caches to
+``Cache`` objects, tracks ``cache_position`` and builds masks through backend-dependent
+helpers (``_update_causal_mask``), none of which the compiler can take.
+
+Contract (SPEC §4.7): ``GemmaModel.forward(input_ids=None, attention_mask=None,
+position_ids=None, past_key_values=None, inputs_embeds=None, use_cache=None,
+output_attentions=None, output_hidden_states=None, return_dict=None)``; past length
+``past_key_values[0][0].shape[2]``; default ``position_ids`` continue from it; default mask
+all ones over past + current; the 4D mask from ``_prepare_decoder_attention_mask``; the next
+cache returned as the same kind of tuple.  Upstream's decorators, docstring, embedding
+normalisation statements (``normalizer`` and its dtype) and output construction are carried
+over as they are, so the rewritten forward computes what upstream computes.  The heads'
+``forward`` lose ``cache_position`` (SPEC §4, heads).
+
+Shapes recognised:
+
+* ``dynamic-cache`` — ``GemmaModel.forward(..., cache_position)`` converting to
+  ``DynamicCache`` and calling ``self._update_causal_mask``, layers called through
+  ``self._gradient_checkpointing_func(decoder_layer.__call__, ...)`` when checkpointing:
+  rewritten, ``_update_causal_mask`` removed;
+* ``tuple-cache`` — forward already calling ``self._prepare_decoder_attention_mask`` with no
+  ``cache_position`` (this codemod's output);
+* ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to
+  ``self.model``: both removed;
+* ``head-tuple-cache`` — a head's forward without ``cache_position``: unchanged.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from patches import _shapes as s
+from patches._base import VaccCodemod
+
+HEADS = ("GemmaForCausalLM", "GemmaForSequenceClassification")
+
+MODEL_FORWARD = s.parse_def(
+    '''
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+
+        # vacc: the cache is a tuple of one (key, value) pair per layer
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        elif input_ids is not None:
+            batch_size, seq_length = input_ids.shape[:2]
+        elif inputs_embeds is not None:
+            batch_size, seq_length = inputs_embeds.shape[:2]
+        else:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+
+        past_key_values_length = 0
+        if past_key_values is not None:
+            past_key_values_length = past_key_values[0][0].shape[2]
+
+        if position_ids is None:
+            device = input_ids.device if input_ids is not None else inputs_embeds.device
+            position_ids = torch.arange(
+                past_key_values_length, seq_length + past_key_values_length, dtype=torch.long, device=device
+            )
+            position_ids = position_ids.unsqueeze(0)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+
+        # vacc: explicit additive mask, all ones over past + current by default
+        if attention_mask is None:
+            attention_mask = torch.ones(
+                (batch_size, seq_length + past_key_values_length), dtype=torch.bool, device=inputs_embeds.device
+            )
+        attention_mask = self._prepare_decoder_attention_mask(
+            attention_mask, (batch_size, seq_length), inputs_embeds, past_key_values_length
+        )
+
+        # embed positions
+        hidden_states = inputs_embeds
+
+        __normalizer__
+
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once(
+                "`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`."
+            )
+            use_cache = False
+
+        # decoder layers
+        all_hidden_states = () if output_hidden_states else None
+        all_self_attns = () if output_attentions else None
+        next_decoder_cache = () if use_cache else None
+
+        for idx, decoder_layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+
+            past_key_value = past_key_values[idx] if past_key_values is not None else None
+
+            if self.gradient_checkpointing and self.training:
+                layer_outputs = self._gradient_checkpointing_func(
+                    decoder_layer.__call__,
+                    hidden_states,
+                    attention_mask,
+                    position_ids,
+                    past_key_value,
+                    output_attentions,
+                    use_cache,
+                )
+            else:
+                layer_outputs = decoder_layer(
+                    hidden_states,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    past_key_value=past_key_value,
+                    output_attentions=output_attentions,
+                    use_cache=use_cache,
+                )
+
+            hidden_states = layer_outputs[0]
+
+            if use_cache:
+                next_decoder_cache += (layer_outputs[2 if output_attentions else 1],)
+
+            if output_attentions:
+                all_self_attns += (layer_outputs[1],)
+
+        hidden_states = self.norm(hidden_states)
+
+        # add hidden states from the last decoder layer
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        next_cache = next_decoder_cache if use_cache else None
+        if not return_dict:
+            return tuple(v for v in [hidden_states, next_cache, all_hidden_states, all_self_attns] if v is not None)
+        __return__
+    '''
+)
+
+_NORMALIZER = s.assigns(m.Name("normalizer")) | s.assigns(
+    m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
+)
+_OUTPUT = m.SimpleStatementLine(body=[m.Return(value=m.Call(func=m.Name()))])
+_CHECKPOINTING = m.Call(
+    func=s.self_attr("_gradient_checkpointing_func"),
+    args=[m.Arg(m.Attribute(value=m.Name("decoder_layer"), attr=m.Name("__call__"))), m.ZeroOrMore()],
+)
+_PREPARE_MASK = m.Call(func=s.self_attr("_prepare_decoder_attention_mask"))
+_UPDATE_MASK = m.Call(func=s.self_attr("_update_causal_mask"))
+_MODEL_CALL = m.Call(func=s.self_attr("model"))
+
+
+def model_forward(
+    upstream: cst.FunctionDef, normalizer: list[cst.BaseStatement], output: cst.BaseStatement
+) -> cst.FunctionDef:
+    """The tuple-cache forward with upstream's decorators, docstring, normaliser and output."""
+    body: list[cst.BaseStatement] = []
+    doc = s.docstring_stmt(s.fn_body(upstream))
+    if doc is not None:
+        body.append(doc)
+    for stmt in s.fn_body(MODEL_FORWARD):
+        if m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__normalizer__"))])):
+            body.extend(normalizer)
+        elif m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__return__"))])):
+            body.append(output.with_changes(leading_lines=[]))
+        else:
+            body.append(stmt)
+    new = s.with_fn_body(MODEL_FORWARD, body)
+    return new.with_changes(
+        decorators=upstream.decorators,
+        leading_lines=upstream.leading_lines,
+        lines_after_decorators=upstream.lines_after_decorators,
+    )
+
+
+class MaskGeneration(VaccCodemod):
+    """Tuple cache and ``_prepare_decoder_attention_mask`` in ``GemmaModel.forward``; heads without
+    ``cache_position``."""
+
+    NAME = "mask-generation"
+    DESCRIPTION = "GemmaModel.forward with a tuple cache and explicit additive masks; heads without cache_position."
+    TARGETS = (
+        "GemmaModel.forward",
+        "GemmaModel._update_causal_mask",
+        *(f"{head}.forward" for head in HEADS),
+    )
+    SHAPES = {
+        "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
+        "tuple-cache": "GemmaModel.forward calling _prepare_decoder_attention_mask (this codemod's output)",
+        "head-cache-position": "a head's forward taking cache_position and passing it to self.model",
+        "head-tuple-cache": "a head's forward without cache_position",
+    }
+
+    def rewrite(self, module: cst.Module) -> cst.Module:
+        body = list(module.body)
+        i = s.find(body, "GemmaModel")
+        if i is None or not isinstance(body[i], cst.ClassDef):
+            raise self.drift("GemmaModel.forward", "no module-level class GemmaModel")
+        body[i] = self._model(body[i])
+        for head in HEADS:
+            j = s.find(body, head)
+            if j is None or not isinstance(body[j], cst.ClassDef):
+                raise self.drift(f"{head}.forward", f"no module-level class {head}")
+            body[j] = self._head(head, body[j])
+        return module.with_changes(body=body)
+
+    def _model(self, cls: cst.ClassDef) -> cst.ClassDef:
+        hit = s.find_method(cls, "forward")
+        if hit is None:
+            raise self.drift("GemmaModel.forward", "GemmaModel has no forward", anchor="GemmaModel")
+        k, forward = hit
+        params = s.param_names(forward)
+        if s.contains(forward, _PREPARE_MASK) and "cache_position" not in params:
+            self.met("tuple-cache")
+            return cls
+        if "cache_position" not in params or not s.contains(forward, _UPDATE_MASK):
+            raise self.drift("GemmaModel.forward", "forward neither takes cache_position with "
+                             "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
+                             nearest=f"forward({', '.join(params)})")
+        if not s.contains(forward, _CHECKPOINTING):
+            raise self.drift("GemmaModel.forward", "no `self._gradient_checkpointing_func(decoder_layer.__call__, "
+                             "...)` call: unknown gradient checkpointing form")
+        stmts = s.fn_body(forward)
+        normalizer = [x for x in stmts if m.matches(x, _NORMALIZER)]
+        if not normalizer:
+            raise self.drift("GemmaModel.forward", "no embedding normalisation (`normalizer = ...` or "
+                             "`hidden_states = hidden_states * ...`) in forward")
+        if not m.matches(stmts[-1], _OUTPUT):
+            raise self.drift("GemmaModel.forward", "forward does not end with `return <OutputClass>(...)`")
+        self.met("dynamic-cache")
+        body = s.class_body(cls)
+        body[k] = model_forward(forward, normalizer, stmts[-1])
+        update = s.find(body, "_update_causal_mask")
+        if update is not None:
+            del body[update]
+        return s.with_class_body(cls, body)
+
+    def _head(self, head: str, cls: cst.ClassDef) -> cst.ClassDef:
+        hit = s.find_method(cls, "forward")
+        if hit is None:
+            raise self.drift(f"{head}.forward", f"{head} has no forward", anchor=head)
+        k, forward = hit
+        if "cache_position" not in s.param_names(forward):
+            self.met("head-tuple-cache")
+            return cls
+        if not s.contains(forward, _MODEL_CALL):
+            raise self.drift(f"{head}.forward", "forward takes cache_position but never calls self.model")
+        self.met("head-cache-position")
+        params = forward.params
+        new = forward.with_changes(
+            params=params.with_changes(params=s.drop_items(params.params, lambda p: p.name.value == "cache_position"))
+        )
+        new = m.replace(
+            new,
+            _MODEL_CALL,
+            lambda call, _: call.with_changes(
+                args=s.drop_items(call.args, lambda a: m.matches(a, m.Arg(keyword=m.Name("cache_position"))))
+            ),
+        )
+        return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
+
