@@ -1,0 +1,160 @@
+"""Pins: what each supported transformers release's upstream files hash to.
+
+One JSON file per release in ``upstream_pins/`` records the wheel (file name and sha256) and
+the sha256 of each upstream file we read from it.  Every upstream file is checked against
+its pin before use, so a pin is the project's promise that outputs were generated from
+exactly these bytes; no upstream source is committed.  Pin files are written with sorted
+keys, indent 2 and a trailing newline so the same pin is always the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from patcher import pypi
+from patcher.cache import BlobCache
+from patcher.errors import UpstreamError, UsageError
+from patcher.versions import check_release
+from patcher.wheel import GEMMA_FILES, read_gemma_files, sha256_file
+
+PINS_DIR = Path(__file__).resolve().parent.parent / "upstream_pins"
+RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One release: its wheel's file name and sha256, and the sha256 of each Gemma file."""
+
+    version: str
+    wheel: str
+    wheel_sha256: str
+    files: dict[str, str]
+
+    def to_json(self) -> str:
+        """The pin file's exact text (deterministic: sorted keys, indent 2, final newline)."""
+        data = {
+            "version": self.version,
+            "wheel": self.wheel,
+            "wheel_sha256": self.wheel_sha256,
+            "files": dict(self.files),
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def pins_dir(directory: Path | None = None) -> Path:
+    """``directory`` if given, else ``$PATCHER_PINS_DIR``, else the repository's PINS_DIR."""
+    if directory is not None:
+        return Path(directory)
+    return Path(os.environ.get("PATCHER_PINS_DIR") or PINS_DIR)
+
+
+def _bad_pin(path: Path, why: str) -> UsageError:
+    return UsageError(f"pin file {path} is invalid ({why}); restore it from git or re-run `patcher pin`")
+
+
+def _parse_pin(path: Path) -> Pin:
+    """Read and validate one pin file; the file name must be ``<version>.json``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _bad_pin(path, f"not readable JSON: {exc}") from exc
+    if not isinstance(data, dict) or set(data) != {"version", "wheel", "wheel_sha256", "files"}:
+        raise _bad_pin(path, "expected exactly the keys files, version, wheel, wheel_sha256")
+    version, wheel, wheel_sha, files = data["version"], data["wheel"], data["wheel_sha256"], data["files"]
+    if version != path.stem:
+        raise _bad_pin(path, f"it pins {version!r} but is named {path.name}")
+    if not isinstance(wheel, str) or not wheel.endswith(".whl"):
+        raise _bad_pin(path, f"wheel {wheel!r} is not a wheel file name")
+    if not isinstance(files, dict) or set(files) != set(GEMMA_FILES):
+        raise _bad_pin(path, f"files must name exactly {', '.join(GEMMA_FILES)}")
+    for digest in (wheel_sha, *files.values()):
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise _bad_pin(path, f"{digest!r} is not a lowercase hex sha256")
+    return Pin(version=version, wheel=wheel, wheel_sha256=wheel_sha, files=dict(files))
+
+
+def load_pins(directory: Path | None = None) -> dict[str, Pin]:
+    """All pins, keyed by version, oldest release first.  A missing directory has none."""
+    root = pins_dir(directory)
+    if not root.is_dir():
+        return {}
+    pins = []
+    for path in root.glob("*.json"):
+        if path.name in RESERVED or path.name.startswith("."):
+            continue
+        try:
+            key = Version(path.stem)
+        except InvalidVersion:
+            raise _bad_pin(path, "its name is not <version>.json") from None
+        pins.append((key, _parse_pin(path)))
+    return {pin.version: pin for _, pin in sorted(pins, key=lambda item: item[0])}
+
+
+def write_pin(pin: Pin, directory: Path | None = None) -> Path:
+    """Write ``<directory>/<version>.json`` atomically and return its path."""
+    root = pins_dir(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{pin.version}.json"
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{pin.version}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(pin.to_json())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _refuse_yanked(version: str) -> None:
+    """UsageError if PyPI lists ``version`` as yanked or not at all; warn if PyPI is unreachable."""
+    try:
+        info = pypi.release_info(version)
+    except pypi.JsonApiUnavailable as exc:
+        pypi.warn(f"PyPI JSON API unreachable ({exc}); cannot check whether transformers {version} is yanked")
+        return
+    if info is None:
+        raise UsageError(f"transformers {version} is not a release on PyPI; check the version number")
+    if info.yanked:
+        why = f" ({info.yanked_reason})" if info.yanked_reason else ""
+        raise UsageError(f"transformers {version} is yanked on PyPI{why}; pin another release")
+
+
+def pin_release(version: str, directory: Path | None = None, cache: BlobCache | None = None) -> Pin:
+    """Download ``version``'s wheel, record its digests as a pin, and cache its Gemma files.
+
+    Refuses malformed versions, releases before Gemma (4.38.0), pre-releases and yanked
+    releases.  Re-pinning an already pinned release rewrites an identical file.
+    """
+    version = check_release(version)
+    _refuse_yanked(version)
+    cache = cache if cache is not None else BlobCache()
+    with tempfile.TemporaryDirectory(prefix="patcher-pin-") as tmp:
+        wheel = pypi.download_wheel(version, Path(tmp))
+        expected = f"transformers-{version}-"
+        if not wheel.name.startswith(expected):
+            raise UpstreamError(
+                f"pip downloaded {wheel.name} for transformers=={version}; expected {expected}*"
+            )
+        wheel_sha = sha256_file(wheel)
+        contents = read_gemma_files(wheel)
+    files = {name: cache.put(data) for name, data in sorted(contents.items())}
+    pin = Pin(version=version, wheel=wheel.name, wheel_sha256=wheel_sha, files=files)
+    write_pin(pin, directory)
+    return pin
+
+
+def latest_release() -> str:
+    """The newest transformers release that is neither yanked nor a pre-release."""
+    releases = pypi.final_releases()
+    if not releases:
+        raise UpstreamError("the package index lists no final transformers release; check its configuration")
+    return releases[-1]

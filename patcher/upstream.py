@@ -1,0 +1,241 @@
+"""Acquiring upstream Gemma files: from a pinned wheel (cached), the installed package, or disk.
+
+Every file that comes from a release is checked against that release's pin before anyone
+sees it: a wheel or file that differs is an UpstreamError, never a warning.  Files from a
+wheel are kept in the content-addressed cache (:mod:`patcher.cache`), so a release is
+downloaded once and works offline afterwards; a damaged cache entry is dropped and fetched
+again.  Text is decoded from the exact bytes (no newline translation) so that the digest and
+the text always describe the same file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from patcher import pypi
+from patcher.cache import BlobCache, cache_root, sha256_bytes
+from patcher.errors import UpstreamError, UsageError
+from patcher.pins import Pin, load_pins
+from patcher.versions import FIRST_GEMMA
+from patcher.wheel import CONFIGURATION, GEMMA_FILES, MODELING, read_gemma_files, sha256_file
+
+__all__ = ["Upstream", "cache_root", "fetch", "from_files", "from_installed"]
+
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """The default progress callback: say nothing."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The upstream files one output is generated from, with their digests and provenance.
+
+    ``version`` is None for local files, whose ``configuration`` may also be absent.
+    """
+
+    version: str | None
+    modeling: str
+    configuration: str | None
+    modeling_sha256: str
+    configuration_sha256: str | None
+    origin: str
+
+
+def _decode(data: bytes, where: str, error: type[Exception] = UpstreamError) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _from_pinned_bytes(pin: Pin, contents: Mapping[str, bytes], origin: str) -> Upstream:
+    return Upstream(
+        version=pin.version,
+        modeling=_decode(contents[MODELING], f"{MODELING} of transformers {pin.version}"),
+        configuration=_decode(contents[CONFIGURATION], f"{CONFIGURATION} of transformers {pin.version}"),
+        modeling_sha256=pin.files[MODELING],
+        configuration_sha256=pin.files[CONFIGURATION],
+        origin=origin,
+    )
+
+
+def _lookup_pin(version: str, pins: Mapping[str, Pin] | None) -> Pin:
+    pins = load_pins() if pins is None else pins
+    pin = pins.get(version)
+    if pin is None:
+        raise UsageError(f"transformers {version} is not pinned; run `patcher pin {version}` first")
+    return pin
+
+
+def _download_checked(pin: Pin, cache: BlobCache) -> dict[str, bytes]:
+    """Download the pinned wheel, check it and both files against the pin, cache the files."""
+    with tempfile.TemporaryDirectory(prefix="patcher-fetch-") as tmp:
+        try:
+            wheel = pypi.download_wheel(pin.version, Path(tmp))
+        except UpstreamError as exc:
+            raise UpstreamError(
+                f"cannot download transformers=={pin.version} (no network?) and it is not in the cache "
+                f"at {cache.root}; connect once to fill the cache, or set PATCHER_CACHE_DIR to a cache "
+                f"that holds it ({exc})"
+            ) from exc
+        actual = sha256_file(wheel)
+        if actual != pin.wheel_sha256:
+            raise UpstreamError(
+                f"wheel {wheel.name} has sha256 {actual} but the pin of transformers {pin.version} "
+                f"({pin.wheel}) says {pin.wheel_sha256}; check your package index or mirror"
+            )
+        contents = read_gemma_files(wheel)
+    for name, data in contents.items():
+        actual = sha256_bytes(data)
+        if actual != pin.files[name]:
+            raise UpstreamError(
+                f"{name} in {pin.wheel} has sha256 {actual} but the pin of transformers {pin.version} "
+                f"says {pin.files[name]}; the pin file is wrong: restore it from git"
+            )
+        cache.put(data)
+    return contents
+
+
+def fetch(
+    version: str,
+    pins: Mapping[str, Pin] | None = None,
+    *,
+    progress: Progress | None = None,
+    cache: BlobCache | None = None,
+) -> Upstream:
+    """The pinned upstream files of release ``version``, from the cache or its wheel.
+
+    ``version`` must be a pinned release (see :func:`patcher.versions.resolve`); ``pins``
+    defaults to :func:`patcher.pins.load_pins`, ``cache`` to the user cache.
+    """
+    progress = progress or _quiet
+    pin = _lookup_pin(version, pins)
+    cache = cache if cache is not None else BlobCache()
+    contents: dict[str, bytes] = {}
+    for name in GEMMA_FILES:
+        existed = cache.path(pin.files[name]).exists()
+        data = cache.get(pin.files[name])
+        if data is None and existed:
+            progress(f"cache entry for {name} of transformers {version} was damaged; fetching it again")
+        if data is not None:
+            contents[name] = data
+    if len(contents) < len(GEMMA_FILES):
+        progress(f"downloading transformers=={version} ...")
+        contents = _download_checked(pin, cache)
+    return _from_pinned_bytes(pin, contents, f"pypi wheel {pin.wheel}")
+
+
+def _package_dir() -> Path:
+    """Where the importable transformers package lives, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("transformers")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not (spec.submodule_search_locations or spec.origin):
+        raise UsageError(
+            f"transformers is not installed for {sys.executable}; install it, "
+            "or give a version such as --transformers 4.40 to use a pinned release"
+        )
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent
+
+
+def _installed_version(package: Path) -> str | None:
+    """The version of the transformers at ``package``: its dist-info, else its ``__version__``."""
+    for dist in importlib.metadata.distributions(name="transformers", path=[str(package.parent)]):
+        return dist.version
+    try:
+        init = (package / "__init__.py").read_text(encoding="utf-8")
+    except OSError:
+        init = ""
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", init, re.MULTILINE)
+    if found:
+        return found.group(1)
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _same_release(a: str, b: str) -> bool:
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
+    """The Gemma files of the transformers importable beside patcher, checked against its pin.
+
+    The package is located, never imported (importing transformers takes seconds and may
+    need torch).  Its version must be pinned so that its files can be checked.
+    """
+    package = _package_dir()
+    version = _installed_version(package)
+    if version is None:
+        raise UsageError(f"cannot tell which transformers version is installed at {package}; reinstall it")
+    gemma = package / "models" / "gemma"
+    contents: dict[str, bytes] = {}
+    for name in GEMMA_FILES:
+        try:
+            contents[name] = (gemma / name).read_bytes()
+        except FileNotFoundError:
+            raise UsageError(
+                f"installed transformers {version} at {package} has no models/gemma/{name}; "
+                f"Gemma first appears in transformers {FIRST_GEMMA}"
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {gemma / name}: {exc.strerror}") from exc
+    pins = load_pins() if pins is None else pins
+    pin = next((p for v, p in pins.items() if _same_release(v, version)), None)
+    if pin is None:
+        raise UsageError(
+            f"installed transformers {version} (at {package}) is not pinned; run `patcher pin {version}` "
+            "first, or pass its files with --upstream"
+        )
+    for name, data in contents.items():
+        actual = sha256_bytes(data)
+        if actual != pin.files[name]:
+            raise UpstreamError(
+                f"installed {gemma / name} has sha256 {actual} but the pin of transformers {pin.version} "
+                f"says {pin.files[name]} (modified locally?); reinstall transformers=={pin.version}"
+            )
+    return _from_pinned_bytes(pin, contents, f"installed transformers {pin.version} at {package}")
+
+
+def _read_local(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read upstream file {path}: {exc.strerror}") from exc
+
+
+def from_files(modeling_path: Path, configuration_path: Path | None = None) -> Upstream:
+    """Upstream files given as paths (unpinned, so unchecked); ``version`` is None."""
+    modeling_bytes = _read_local(modeling_path)
+    config_bytes = _read_local(configuration_path) if configuration_path is not None else None
+    origin = f"local file {modeling_path}"
+    if configuration_path is not None:
+        origin += f" and {configuration_path}"
+    return Upstream(
+        version=None,
+        modeling=_decode(modeling_bytes, str(modeling_path), UsageError),
+        configuration=(
+            _decode(config_bytes, str(configuration_path), UsageError) if config_bytes is not None else None
+        ),
+        modeling_sha256=sha256_bytes(modeling_bytes),
+        configuration_sha256=sha256_bytes(config_bytes) if config_bytes is not None else None,
+        origin=origin,
+    )
