@@ -1,0 +1,239 @@
+"""The ``patcher`` command line: a thin layer over functions that take paths and return values.
+
+``main(argv) -> int`` never raises for a user's mistake: a ``PatcherError`` becomes one line
+on stderr and its exit code (SPEC §7); anything else is an internal error (exit 1), with the
+traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from patcher import __version__, diffing, engine, pins, upstream, versions
+from patcher.errors import PatcherError, UsageError
+from patcher.generate import default_out_dir, generate, notice, write_output
+
+EPILOG = """\
+SPEC is a release: 4.40 (the newest pinned 4.40.x), 4.40.1 (exact), or `installed` (the
+transformers installed beside patcher, read from disk).
+
+exit codes: 0 done; 1 internal error; 2 bad usage or input; 3 drift (a codemod met an
+upstream shape it does not know); 4 upstream unavailable or failing its pin; 5 check found
+a difference.
+"""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _upstream(spec: str, progress: Callable[[str], None] = _say) -> upstream.Upstream:
+    if spec.strip() == "installed":
+        return upstream.from_installed()
+    pinned = pins.load_pins()
+    return upstream.fetch(versions.resolve(spec, pinned), pinned, progress=progress)
+
+
+def _series(names: list[str] | None) -> list:
+    return engine.select(engine.load_series(), names)
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_apply(args: argparse.Namespace) -> int:
+    up = _upstream(args.transformers)
+    output = generate(up, _series(args.codemod))
+    out_dir = Path(args.out) if args.out else default_out_dir(up)
+    write_output(output.files, out_dir, force=args.force)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "release": up.version,
+                    "origin": up.origin,
+                    "upstream": {"modeling_gemma.py": up.modeling_sha256,
+                                 "configuration_gemma.py": up.configuration_sha256},
+                    "out": str(out_dir),
+                    "files": output.digests(),
+                    "codemods": [
+                        {"name": r.codemod, "file": r.file, "shapes": list(r.shapes),
+                         "added": r.added, "removed": r.removed}
+                        for r in output.reports
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    width = max(len(r.codemod) for r in output.reports)
+    shapes = max(len(", ".join(r.shapes)) for r in output.reports)
+    for r in output.reports:
+        print(f"{r.codemod:<{width}}  {', '.join(r.shapes):<{shapes}}  +{r.added} -{r.removed}")
+    print(f"wrote {', '.join(output.files)} to {out_dir}/")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    up = _upstream(args.transformers)
+    series = engine.load_series()
+    if args.codemod:
+        engine.select(series, [args.codemod])  # validates the name
+    diffs = []
+    for file, source, sha in (
+        (engine.MODELING, up.modeling, up.modeling_sha256),
+        (engine.CONFIGURATION, up.configuration, up.configuration_sha256),
+    ):
+        names = [c.NAME for c in series if c.FILE == file]
+        diffs.append(diffing.attributed_diff(source, series, file=file, notice=notice(up, file, sha, names)))
+    if args.stat:
+        rows: dict[str, list[int]] = {}
+        for diff in diffs:
+            for name, counts in diffing.stat(diff).items():
+                row = rows.setdefault(name, [0, 0, 0])
+                for i, n in enumerate(counts):
+                    row[i] += n
+        order = [c.NAME for c in series]
+        for name in sorted(rows, key=lambda n: order.index(n) if n in order else len(order)):
+            if args.codemod and name != args.codemod:
+                continue
+            hunks, added, removed = rows[name]
+            print(f"{name:<32} {hunks:>3} hunks  +{added:<5} -{removed}")
+        return 0
+    sys.stdout.write("".join(diffing.render(d, args.codemod) for d in diffs))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    series = engine.load_series()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "codemods": [
+                        {"name": c.NAME, "description": c.DESCRIPTION, "targets": list(c.TARGETS),
+                         "file": c.FILE, "shapes": list(c.SHAPES)}
+                        for c in series
+                    ]
+                },
+                indent=2,
+            )
+        )
+        return 0
+    width = max(len(c.NAME) for c in series)
+    for i, c in enumerate(series, 1):
+        print(f"{i:>2}. {c.NAME:<{width}}  {c.DESCRIPTION}")
+        print(f"    {'':<{width}}  targets: {', '.join(c.TARGETS)}")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    if args.latest == bool(args.versions):
+        raise UsageError("give release versions to pin, or --latest (not both)")
+    wanted = [pins.latest_release()] if args.latest else [versions.check_release(v) for v in args.versions]
+    for version in wanted:
+        _say(f"pinning transformers {version} ...")
+        pin = pins.pin_release(version)
+        print(f"pinned {pin.version}: {pin.wheel} modeling_gemma.py {pin.files['modeling_gemma.py'][:12]}…")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from patcher import verify  # imported here: only this command needs it
+
+    up = _upstream(args.transformers)
+    if up.version is None:
+        raise UsageError("verify needs a release (its environment); a local file has none")
+    output = generate(up)
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+        out_dir = Path(tmp) / "out"
+        write_output(output.files, out_dir)
+        report = verify.verify_output(up.version, out_dir, progress=_say)
+    print(verify.render_table(report))
+    return 0 if report.ok else 1
+
+
+# -- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patcher",
+        description="Regenerate and verify the vacc Gemma files (modeling_gemma_vacc.py, "
+        "configuration_gemma_vacc.py, quantization_vacc.py) for any transformers release "
+        "from 4.38.0 on, by applying the codemod series of patches/ to the pinned upstream files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"patcher {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("apply", cmd_apply, "write the three vacc files for one release")
+    p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default build/transformers-<version>/)")
+    p.add_argument("--codemod", action="append", metavar="NAME",
+                   help="run only this codemod (repeatable; series order is kept)")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.add_argument("--force", action="store_true", help="overwrite a directory holding files patcher did not write")
+
+    p = command("diff", cmd_diff, "show upstream -> output as a unified diff, hunks labelled by codemod")
+    p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
+    p.add_argument("--codemod", metavar="NAME", help="only the hunks this codemod owns")
+    p.add_argument("--stat", action="store_true", help="hunks and lines changed per codemod")
+
+    p = command("list", cmd_list, "list the codemods of the series, in order, with their targets")
+    p.add_argument("--json", action="store_true", help="print JSON: {codemods: [{name, description, targets}]}")
+
+    p = command("pin", cmd_pin, "pin releases: record their wheel and upstream file digests in upstream_pins/")
+    p.add_argument("versions", nargs="*", metavar="VERSION", help="exact releases, e.g. 4.40.2")
+    p.add_argument("--latest", action="store_true", help="pin the newest release on the package index")
+
+    p = command("verify", cmd_verify, "verify one release's output against upstream (SPEC section 6)")
+    p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except PatcherError as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        for line in lines:
+            _say(f"patcher: {line}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("patcher: interrupted")
+        return 130
+    except BrokenPipeError:  # the reader went away (`patcher diff | head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a bug: say so in one line unless asked for the traceback
+        if args.debug:
+            traceback.print_exc()
+        else:
+            _say(f"patcher: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Upstream -> output as a unified diff whose hunks name the codemod(s) that own them.
+
+Attribution follows each line through the series: the runner keeps the source after every
+codemod, each step is diffed against the previous one, and a line remembers which codemod
+wrote it (or removed it from upstream).  A hunk of the final diff is then owned by the
+codemods of its lines.  The hunks themselves are handled with ``unidiff``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from unidiff import PatchSet
+
+from patcher import engine
+from patches._base import VaccCodemod
+
+
+@dataclass(frozen=True)
+class AttributedDiff:
+    """One file's diff and, per hunk (in order), the codemods owning it."""
+
+    file: str
+    patch: PatchSet
+    owners: list[tuple[str, ...]]
+
+
+def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], dict[int, str]]:
+    """For the final text: which codemod wrote each line (None: upstream's), and for each
+    upstream line index that disappeared, which codemod removed it."""
+    current = steps[0].splitlines(keepends=True)
+    wrote: list[str | None] = [None] * len(current)
+    origin: list[int | None] = list(range(len(current)))
+    removed: dict[int, str] = {}
+    for name, text in zip(names, steps[1:]):
+        new = text.splitlines(keepends=True)
+        new_wrote: list[str | None] = []
+        new_origin: list[int | None] = []
+        matcher = difflib.SequenceMatcher(a=current, b=new, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                new_wrote += wrote[i1:i2]
+                new_origin += origin[i1:i2]
+                continue
+            for k in range(i1, i2):
+                if origin[k] is not None:
+                    removed.setdefault(origin[k], name)
+            new_wrote += [name] * (j2 - j1)
+            new_origin += [None] * (j2 - j1)
+        current, wrote, origin = new, new_wrote, new_origin
+    return wrote, removed
+
+
+def attributed_diff(
+    source: str, codemods: list[type[VaccCodemod]], *, file: str = engine.MODELING, notice: str | None = None
+) -> AttributedDiff:
+    """Run the codemods for ``file`` on ``source`` and diff upstream against the result."""
+    result = engine.run(source, codemods, file=file, notice=notice, keep_steps=True)
+    names = [r.codemod for r in result.reports]
+    wrote, removed = _provenance(result.steps, names)
+    out_name = engine.OUTPUT_NAMES.get(file, file)
+    text = "".join(
+        difflib.unified_diff(
+            source.splitlines(keepends=True),
+            result.code.splitlines(keepends=True),
+            fromfile=f"a/{file}",
+            tofile=f"b/{out_name}",
+        )
+    )
+    patch = PatchSet(text)
+    owners: list[tuple[str, ...]] = []
+    order = {name: i for i, name in enumerate(names)}
+    for patched in patch:
+        for hunk in patched:
+            found: set[str] = set()
+            for line in hunk:
+                if line.is_added and line.target_line_no and wrote[line.target_line_no - 1]:
+                    found.add(wrote[line.target_line_no - 1])  # type: ignore[arg-type]
+                elif line.is_removed and line.source_line_no and (line.source_line_no - 1) in removed:
+                    found.add(removed[line.source_line_no - 1])
+            owner = tuple(sorted(found, key=order.__getitem__)) or ("(reordered)",)
+            hunk.section_header = "[" + ", ".join(owner) + "]"
+            owners.append(owner)
+    return AttributedDiff(file, patch, owners)
+
+
+def render(diff: AttributedDiff, only: str | None = None) -> str:
+    """The diff as text, hunks labelled; with ``only``, just the hunks that codemod owns."""
+    if not diff.patch:
+        return ""
+    out: list[str] = []
+    owners = iter(diff.owners)
+    for patched in diff.patch:
+        hunks = [h for h in patched if (o := next(owners)) and (only is None or only in o)]
+        if not hunks:
+            continue
+        out.append(f"--- {patched.source_file}\n+++ {patched.target_file}\n")
+        out.extend(str(h) for h in hunks)
+    return "".join(out)
+
+
+def stat(diff: AttributedDiff) -> dict[str, tuple[int, int, int]]:
+    """Per owning codemod: hunks, lines added, lines removed (a shared hunk counts for each)."""
+    table: dict[str, list[int]] = {}
+    owners = iter(diff.owners)
+    for patched in diff.patch:
+        for hunk in patched:
+            for name in next(owners):
+                row = table.setdefault(name, [0, 0, 0])
+                row[0] += 1
+                row[1] += hunk.added
+                row[2] += hunk.removed
+    return {name: (a, b, c) for name, (a, b, c) in table.items()}
