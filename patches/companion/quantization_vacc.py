@@ -51,7 +51,24 @@ class _QuantizedLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, input, weight, scale):
-        return g.op("Vastai::QuantizedLinearPerChannel", input, weight, scale)
+        output = g.op("Vastai::QuantizedLinearPerChannel", input, weight, scale)
+        _declare_output_type(output, input, weight)
+        return output
+
+
+def _declare_output_type(output, input, weight) -> None:
+    """Give the custom op's output the type ``input[..., out_features]`` in the exported graph.
+
+    ONNX cannot infer the shape behind a custom op; declaring it keeps shape inference
+    working downstream.  Best effort: the op is exported correctly without it.
+    """
+    try:
+        sizes = input.type().varyingSizes()
+        out_features = weight.type().varyingSizes()[0]
+        if sizes is not None:
+            output.setType(input.type().with_sizes([*sizes[:-1], out_features]))
+    except (AttributeError, IndexError, RuntimeError, TypeError):
+        pass
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +105,9 @@ class QuantizedLinearPerChannel(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.weight_bit_width = weight_bit_width
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
         self.register_buffer("scale", torch.ones(out_features, dtype=dtype, device=device))
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device))
@@ -129,9 +148,7 @@ class QuantizedLinearPerChannel(nn.Module):
 
 def _check_bit_width(weight_bit_width: int) -> None:
     if weight_bit_width not in SUPPORTED_BIT_WIDTHS:
-        raise ValueError(
-            f"weight_bit_width must be one of {SUPPORTED_BIT_WIDTHS}, got {weight_bit_width!r}"
-        )
+        raise ValueError(f"weight_bit_width must be one of {SUPPORTED_BIT_WIDTHS}, got {weight_bit_width!r}")
 
 
 def quantize_model(model: nn.Module, weight_bit_width: int) -> nn.Module:

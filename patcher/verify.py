@@ -1,0 +1,249 @@
+"""Verification of one release's output (SPEC section 6): orchestration and report.
+
+``verify_output(version, output_dir)`` gets release ``version``'s environment (see
+``patcher.envs``), runs ``verify_checks.py`` in it against the three output files and
+returns a :class:`VerifyReport`: one :class:`CheckResult` per check and tiny config
+("mqa": one key/value head as in gemma-2b, "mha": as many as query heads, as in gemma-7b).
+
+This module runs in patcher's own environment, which has no torch: everything that needs
+torch or transformers happens in the subprocess, and the two sides speak JSON only.  A
+crash of that subprocess is not a traceback at the user: every check is reported failed
+with the error's last line, and the stderr tail is kept on the report for debugging.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from patcher.envs import Env, Progress, ensure_env
+from patcher.errors import UsageError
+
+__all__ = [
+    "CHECKS_SCRIPT",
+    "CheckResult",
+    "Env",
+    "VerifyReport",
+    "build_table",
+    "ensure_env",
+    "parse_result",
+    "render_table",
+    "verify_output",
+]
+
+CHECKS_SCRIPT = Path(__file__).with_name("verify_checks.py")
+OUTPUT_FILES = ("modeling_gemma_vacc.py", "configuration_gemma_vacc.py", "quantization_vacc.py")
+# Kept in step with verify_checks.py (which cannot import patcher): used to fail every check
+# when the script dies before reporting any.
+CHECK_NAMES = (
+    "state_dict",
+    "logits",
+    "logits_padded",
+    "logits_left_padded",
+    "decode",
+    "greedy",
+    "generate",
+    "strided_slice",
+    "sequence_classification",
+    "quantize",
+    "onnx_prefill",
+    "onnx_decode",
+    "onnx_quantized",
+)
+CONFIGS = ("mqa", "mha")
+STATUSES = ("pass", "fail", "exception")
+DEFAULT_TIMEOUT = 1800.0
+STDERR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check on one tiny config.
+
+    ``status`` is ``pass``, ``fail``, or ``exception``: the release's own ``generate()``
+    raised while driving the tuple-cache model (SPEC allows reporting that with its reason);
+    it does not count as passed.
+    """
+
+    name: str
+    config: str
+    status: str
+    detail: str
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of verifying one release's output."""
+
+    version: str
+    checks: list[CheckResult]
+    seconds: float = 0.0
+    crashed: bool = False
+    stderr_tail: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there was at least one check and every check passed."""
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.passed]
+
+    def as_dict(self) -> dict:
+        """A JSON-ready form, stable for ``--json`` consumers."""
+        return {
+            "version": self.version,
+            "ok": self.ok,
+            "crashed": self.crashed,
+            "seconds": round(self.seconds, 3),
+            "versions": dict(self.versions),
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+def parse_result(text: str) -> tuple[list[CheckResult], dict[str, str]]:
+    """Parse the JSON document of ``verify_checks.py``; ``ValueError`` if it is malformed.
+
+    Returns the checks and the versions the script ran with (transformers, torch).
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a verification result: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != 1:
+        raise ValueError("not a verification result: wrong or missing format")
+    raw_checks = document.get("checks")
+    if not isinstance(raw_checks, list):
+        raise ValueError("not a verification result: no list of checks")
+    checks = []
+    for raw in raw_checks:
+        try:
+            check = CheckResult(
+                name=str(raw["name"]),
+                config=str(raw["config"]),
+                status=str(raw["status"]),
+                detail=str(raw.get("detail", "")),
+                seconds=float(raw.get("seconds", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"malformed check entry {raw!r}: {error}") from None
+        if check.status not in STATUSES:
+            raise ValueError(f"unknown status {check.status!r} for check {check.name}")
+        checks.append(check)
+    versions = {key: str(document[key]) for key in ("transformers", "torch") if key in document}
+    return checks, versions
+
+
+def crashed_report(version: str, stderr: str, seconds: float, reason: str | None = None) -> VerifyReport:
+    """Every check failed with the error's last line; the stderr tail kept for debugging."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    detail = reason or (lines[-1].strip() if lines else "the check script exited without a result")
+    checks = [CheckResult(name, config, "fail", detail) for config in CONFIGS for name in CHECK_NAMES]
+    tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+    return VerifyReport(version, checks, seconds=seconds, crashed=True, stderr_tail=tail)
+
+
+def verify_output(
+    version: str,
+    output_dir: Path,
+    *,
+    progress: Progress | None = None,
+    env: Env | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> VerifyReport:
+    """Verify the outputs in ``output_dir`` against transformers ``version``'s upstream.
+
+    Builds the release's environment on first use (network needed once), then runs offline.
+    """
+    output_dir = Path(output_dir)
+    missing = [name for name in OUTPUT_FILES if not (output_dir / name).is_file()]
+    if missing:
+        raise UsageError(f"{output_dir} lacks {', '.join(missing)}: run `patcher apply` first")
+    env = env or ensure_env(version, progress)
+    if progress:
+        progress(f"verifying {output_dir} against transformers {version}")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [str(env.python), str(CHECKS_SCRIPT), str(output_dir.resolve()), "--result", str(result_file)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env.environ(), cwd=tmp, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as expired:
+            stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
+            reason = f"the check script timed out after {timeout:.0f}s"
+            return crashed_report(version, stderr, time.monotonic() - started, reason)
+        seconds = time.monotonic() - started
+        text = result_file.read_text() if result_file.is_file() else _last_line(proc.stdout)
+    try:
+        checks, versions = parse_result(text)
+    except ValueError:
+        return crashed_report(version, proc.stderr, seconds)
+    tail = "\n".join(proc.stderr.splitlines()[-STDERR_TAIL_LINES:])
+    report = VerifyReport(version, checks, seconds=seconds, stderr_tail=tail, versions=versions)
+    if progress:
+        progress(f"transformers {version}: {len(checks) - len(report.failed)}/{len(checks)} checks passed")
+    return report
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+_MARKS = {"pass": ("✓", "green"), "fail": ("✗", "red"), "exception": ("!", "yellow")}
+
+
+def build_table(report: VerifyReport) -> Table:
+    """A rich table: one row per check, one column per config, mark and detail in each cell."""
+    passed = len(report.checks) - len(report.failed)
+    title = f"transformers {report.version}: {passed}/{len(report.checks)} checks passed"
+    if report.crashed:
+        title += " (the check script crashed)"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    configs = [c for c in CONFIGS if any(check.config == c for check in report.checks)]
+    configs += sorted({check.config for check in report.checks} - set(configs))
+    table.add_column("check", no_wrap=True)
+    for config in configs:
+        table.add_column(config, overflow="fold")
+    names = list(dict.fromkeys(check.name for check in report.checks))
+    cells = {(check.name, check.config): check for check in report.checks}
+    for name in names:
+        row: list[Text | str] = [name]
+        for config in configs:
+            check = cells.get((name, config))
+            if check is None:
+                row.append("")
+                continue
+            mark, style = _MARKS.get(check.status, ("?", "magenta"))
+            label = "exception: " if check.status == "exception" else ""
+            row.append(Text(f"{mark} {label}{check.detail}", style=style))
+        table.add_row(*row)
+    return table
+
+
+def render_table(report: VerifyReport, width: int = 120) -> str:
+    """The report as plain text (no colour codes), for logs, tests and non-terminal output."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
+    console.print(build_table(report))
+    if report.crashed and report.stderr_tail:
+        console.print(f"last line of the check script's error output: {report.checks[0].detail}")
+    return buffer.getvalue()

@@ -1,0 +1,666 @@
+"""The SPEC section 6 checks, run INSIDE one release's environment (not patcher's).
+
+``python verify_checks.py OUTPUT_DIR [--result FILE]`` compares the vacc files in
+OUTPUT_DIR (``modeling_gemma_vacc.py``, ``configuration_gemma_vacc.py``,
+``quantization_vacc.py``) with the installed release's upstream Gemma, on two tiny random
+float32 models: "mqa" (one key/value head, like gemma-2b) and "mha" (four, like gemma-7b).
+
+Why a separate script: it must run with the release's transformers and the shared torch,
+which patcher's own environment does not have.  So it imports only torch, transformers,
+onnx, onnxruntime, numpy and the standard library, and talks to ``patcher.verify`` through
+one JSON document (written to ``--result`` and printed as the last stdout line)::
+
+    {"format": 1, "transformers": "4.40.2", "torch": "2.13.0+cpu",
+     "checks": [{"name": "logits", "config": "mqa", "status": "pass",
+                 "detail": "max|Δ|=2.4e-07", "seconds": 0.01}, ...]}
+
+``status`` is ``pass``, ``fail``, or ``exception`` (the release's own ``generate()`` raised
+while driving the tuple-cache model: reported with its reason, counted as not passed).
+Every check runs for both configs and in its own ``try``: one failure never hides another.
+The exit code is 0 whenever the script itself ran to the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ATOL = 1e-4
+QUANT_RTOL = 0.05
+SEED = 0
+BATCH, SEQ, PREFIX, PROMPT, NEW_TOKENS = 2, 7, 3, 5, 8
+PAD_TAIL = 3  # right padding: the second row's last positions are masked
+PACKAGE = "vacc_gemma"
+OUTPUT_FILES = ("modeling_gemma_vacc.py", "configuration_gemma_vacc.py", "quantization_vacc.py")
+CONFIGS = {"mqa": 1, "mha": 4}
+CHECK_NAMES = (
+    "state_dict",
+    "logits",
+    "logits_padded",
+    "logits_left_padded",
+    "decode",
+    "greedy",
+    "generate",
+    "strided_slice",
+    "sequence_classification",
+    "quantize",
+    "onnx_prefill",
+    "onnx_decode",
+    "onnx_quantized",
+)
+# generate() arguments every release passes to prepare_inputs_for_generation.
+STANDARD_GENERATE_KWARGS = {"past_key_values", "attention_mask", "inputs_embeds", "use_cache", "position_ids"}
+
+
+class CheckFailed(Exception):
+    """A check ran and found a difference; the message is the report's detail."""
+
+
+class GenerateRaised(Exception):
+    """The release's own ``generate()`` raised while driving the vacc model."""
+
+
+def model_kwargs(num_key_value_heads: int) -> dict:
+    """The tiny Gemma: everything not named here is the release's own default."""
+    return dict(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=16,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+
+
+def eager_config(config_cls, **kwargs):
+    """An upstream config forced to eager attention, in whichever way the release accepts."""
+    try:
+        config = config_cls(**kwargs, attn_implementation="eager")
+    except TypeError:
+        config = config_cls(**kwargs)
+    try:
+        config._attn_implementation = "eager"
+    except AttributeError:  # a read-only property in some releases
+        config._attn_implementation_internal = "eager"
+    return config
+
+
+def randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Draw every parameter from N(0, 0.1): upstream init leaves RMSNorm weights at zero."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
+def import_output(output_dir: Path, workdir: Path):
+    """Import OUTPUT_DIR as package ``vacc_gemma`` so its relative imports resolve."""
+    package = workdir / PACKAGE
+    package.mkdir()
+    for name in OUTPUT_FILES:
+        shutil.copy(output_dir / name, package / name)
+    (package / "__init__.py").write_text("")
+    sys.path.insert(0, str(workdir))
+    modeling = importlib.import_module(f"{PACKAGE}.modeling_gemma_vacc")
+    configuration = importlib.import_module(f"{PACKAGE}.configuration_gemma_vacc")
+    quantization = importlib.import_module(f"{PACKAGE}.quantization_vacc")
+    return modeling, configuration, quantization
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        raise CheckFailed(f"shape {tuple(a.shape)} != upstream {tuple(b.shape)}")
+    return (a.float() - b.float()).abs().max().item()
+
+
+def expect_close(a: torch.Tensor, b: torch.Tensor, what: str = "") -> str:
+    diff = max_diff(a, b)
+    detail = f"{what}max|Δ|={diff:.1e}"
+    if not diff <= ATOL:  # also catches NaN
+        raise CheckFailed(f"{detail} > {ATOL:.0e}")
+    return detail
+
+
+def as_tuple_cache(past, num_layers: int, bsz: int, kv_heads: int, length: int, head_dim: int):
+    """Check the output cache is a tuple of ``(key, value)`` per layer with the contract's shape."""
+    if not isinstance(past, tuple) or len(past) != num_layers:
+        raise CheckFailed(f"cache is {type(past).__name__}, not a tuple of {num_layers} (key, value) pairs")
+    want = (bsz, kv_heads, length, head_dim)
+    for layer in past:
+        if not isinstance(layer, tuple) or len(layer) != 2:
+            raise CheckFailed(f"cache layer is {type(layer).__name__}, not a (key, value) tuple")
+        for tensor in layer:
+            if tuple(tensor.shape) != want:
+                raise CheckFailed(f"cache tensor shape {tuple(tensor.shape)}, expected {want}")
+    return past
+
+
+class Case:
+    """One config ("mqa" or "mha"): upstream and vacc models on the same weights, and inputs."""
+
+    def __init__(self, name: str, kv_heads: int, upstream_mod, modeling, configuration):
+        torch.manual_seed(SEED)
+        self.name = name
+        self.kwargs = model_kwargs(kv_heads)
+        self.kv_heads = kv_heads
+        self.upstream_mod = upstream_mod
+        self.modeling = modeling
+        self.vacc_config_cls = configuration.GemmaConfig
+        self.upstream_config = eager_config(upstream_mod.GemmaConfig, **self.kwargs)
+        self.upstream = randomise(upstream_mod.GemmaForCausalLM(self.upstream_config), SEED)
+        self.vacc_config = self.vacc_config_cls(**self.kwargs)
+        self.vacc = modeling.GemmaForCausalLM(self.vacc_config).eval()
+        self.load = self.vacc.load_state_dict(self.upstream.state_dict(), strict=False)
+
+        generator = torch.Generator().manual_seed(SEED + 1)
+        vocab = self.kwargs["vocab_size"]
+        self.input_ids = torch.randint(1, vocab, (BATCH, SEQ), generator=generator)
+        self.ones = torch.ones(BATCH, SEQ, dtype=torch.long)
+        self.padded_mask = self.ones.clone()
+        self.padded_mask[1, -PAD_TAIL:] = 0
+        with torch.no_grad():
+            self.upstream_logits = self.upstream(self.input_ids, attention_mask=self.ones).logits
+
+    def vacc_logits(self, model=None, **kwargs) -> torch.Tensor:
+        model = self.vacc if model is None else model
+        with torch.no_grad():
+            return model(self.input_ids, attention_mask=self.ones, return_dict=False, **kwargs)[0]
+
+    def vacc_from_weights(self, **extra):
+        """A fresh vacc model with extra config entries, carrying the upstream weights."""
+        model = self.modeling.GemmaForCausalLM(self.vacc_config_cls(**self.kwargs, **extra)).eval()
+        model.load_state_dict(self.upstream.state_dict(), strict=True)
+        return model
+
+
+# --- the checks: each returns its detail string or raises CheckFailed -------------------------
+
+
+def check_state_dict(case: Case) -> str:
+    missing, unexpected = list(case.load.missing_keys), list(case.load.unexpected_keys)
+    if missing or unexpected:
+        raise CheckFailed(f"missing {missing or 'none'}; unexpected {unexpected or 'none'}")
+    return f"{len(case.upstream.state_dict())} keys, none missing or unexpected"
+
+
+def check_logits(case: Case) -> str:
+    detail = expect_close(case.vacc_logits(), case.upstream_logits)
+    with torch.no_grad():
+        out = case.vacc(case.input_ids, attention_mask=case.ones, return_dict=True)
+    if not hasattr(out, "logits"):
+        raise CheckFailed(f"return_dict=True gave {type(out).__name__} without .logits")
+    expect_close(out.logits, case.upstream_logits, "return_dict=True ")
+    return detail
+
+
+def check_logits_padded(case: Case) -> str:
+    mask = case.padded_mask
+    with torch.no_grad():
+        want = case.upstream(case.input_ids, attention_mask=mask).logits
+        got = case.vacc(case.input_ids, attention_mask=mask, return_dict=False)[0]
+    keep = mask.bool()
+    return expect_close(got[keep], want[keep])
+
+
+def check_logits_left_padded(case: Case) -> str:
+    """Left padding, positions counted from the first real token (as ``generate()`` does).
+
+    Right padding alone cannot catch a dropped padding mask: causal masking already hides
+    the padded tail from every unmasked position.  Left padding can.
+    """
+    mask = case.padded_mask.flip(-1)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = case.upstream(case.input_ids, attention_mask=mask, position_ids=position_ids).logits
+        got = case.vacc(case.input_ids, attention_mask=mask, position_ids=position_ids, return_dict=False)[0]
+    keep = mask.bool()
+    return expect_close(got[keep], want[keep])
+
+
+def check_decode(case: Case) -> str:
+    cfg = case.kwargs
+    with torch.no_grad():
+        out = case.vacc(
+            case.input_ids[:, :PREFIX],
+            attention_mask=case.ones[:, :PREFIX],
+            use_cache=True,
+            return_dict=False,
+        )
+        logits, past = out[0], out[1]
+        as_tuple_cache(past, cfg["num_hidden_layers"], BATCH, case.kv_heads, PREFIX, cfg["head_dim"])
+        worst = max_diff(logits, case.upstream_logits[:, :PREFIX])
+        for step in range(PREFIX, SEQ):
+            out = case.vacc(
+                case.input_ids[:, step : step + 1],
+                attention_mask=case.ones[:, : step + 1],
+                position_ids=torch.tensor([[step]]),
+                past_key_values=past,
+                use_cache=True,
+                return_dict=False,
+            )
+            past = as_tuple_cache(
+                out[1], cfg["num_hidden_layers"], BATCH, case.kv_heads, step + 1, cfg["head_dim"]
+            )
+            worst = max(worst, max_diff(out[0][:, -1], case.upstream_logits[:, step]))
+    detail = f"prefill {PREFIX} + {SEQ - PREFIX} steps, max|Δ|={worst:.1e}"
+    if not worst <= ATOL:
+        raise CheckFailed(f"{detail} > {ATOL:.0e}")
+    return detail
+
+
+def greedy_through_tuple_cache(model, input_ids, eos, pad) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Greedy decoding by hand, one token at a time through the tuple cache.
+
+    Returns the tokens and each step's next-token logits.  Rows that produced an
+    end-of-sequence token continue with the pad token and decoding stops once every row has
+    finished, as ``generate()`` does.
+    """
+    steps = []
+    ids = input_ids
+    unfinished = torch.ones(ids.shape[0], dtype=torch.bool)
+    past = None
+    eos_ids = torch.tensor([] if eos is None else ([eos] if isinstance(eos, int) else list(eos)))
+    with torch.no_grad():
+        for _ in range(NEW_TOKENS):
+            length = ids.shape[1]
+            if past is None:
+                out = model(ids, attention_mask=torch.ones_like(ids), use_cache=True, return_dict=False)
+            else:
+                out = model(
+                    ids[:, -1:],
+                    attention_mask=torch.ones_like(ids),
+                    position_ids=torch.tensor([[length - 1]]),
+                    past_key_values=past,
+                    use_cache=True,
+                    return_dict=False,
+                )
+            past = out[1]
+            steps.append(out[0][:, -1])
+            token = steps[-1].argmax(-1)
+            token = torch.where(unfinished, token, torch.full_like(token, pad))
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            unfinished &= ~torch.isin(token, eos_ids)
+            if not unfinished.any():
+                break
+    return ids, steps
+
+
+def _prompt(case: Case) -> torch.Tensor:
+    return case.input_ids[:, :PROMPT]
+
+
+def _upstream_generate(case: Case) -> torch.Tensor:
+    prompt = _prompt(case)
+    with torch.no_grad():
+        return case.upstream.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=case.kwargs["pad_token_id"],
+        )
+
+
+def check_greedy(case: Case) -> str:
+    want = _upstream_generate(case)
+    eos = case.upstream.generation_config.eos_token_id
+    got, steps = greedy_through_tuple_cache(case.vacc, _prompt(case), eos, case.kwargs["pad_token_id"])
+    if got.shape != want.shape or not torch.equal(got, want):
+        raise CheckFailed(
+            f"tokens {got[:, PROMPT:].tolist()} != upstream generate {want[:, PROMPT:].tolist()}"
+        )
+    # Equal tokens survive small numeric drift; the step logits must match too.
+    with torch.no_grad():
+        full = case.upstream(want, attention_mask=torch.ones_like(want)).logits
+    worst = max(max_diff(step, full[:, PROMPT - 1 + i]) for i, step in enumerate(steps))
+    detail = f"{want.shape[1] - PROMPT} new tokens equal upstream generate(), step logits max|Δ|={worst:.1e}"
+    if not worst <= ATOL:
+        raise CheckFailed(f"{detail} > {ATOL:.0e}")
+    return detail
+
+
+def check_generate(case: Case) -> str:
+    want = _upstream_generate(case)
+    prompt = _prompt(case)
+    seen: set[str] = set()
+    model = copy.deepcopy(case.vacc)
+    original = model.prepare_inputs_for_generation
+
+    @functools.wraps(original)
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    model.prepare_inputs_for_generation = recording
+    try:
+        with torch.no_grad():
+            got = model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=case.kwargs["pad_token_id"],
+            )
+    except Exception as error:
+        raise GenerateRaised(f"{type(error).__name__}: {error}") from error
+    extra = sorted(seen - STANDARD_GENERATE_KWARGS)
+    note = f"; generate() also passed {', '.join(extra)}" if extra else ""
+    if got.shape != want.shape or not torch.equal(got, want):
+        raise CheckFailed(f"tokens {got[:, PROMPT:].tolist()} != upstream {want[:, PROMPT:].tolist()}{note}")
+    return f"{want.shape[1] - PROMPT} new tokens equal upstream{note}"
+
+
+def check_strided_slice(case: Case) -> str:
+    model = case.vacc_from_weights(insert_slice=1, iter_num=0)
+    logits = case.vacc_logits(model)
+    want = (BATCH, 1, case.kwargs["vocab_size"])
+    if tuple(logits.shape) != want:
+        raise CheckFailed(f"logits shape {tuple(logits.shape)}, expected {want}")
+    return expect_close(logits, case.upstream_logits[:, -1:])
+
+
+def check_sequence_classification(case: Case) -> str:
+    kwargs = dict(case.kwargs, num_labels=3)
+    upstream = randomise(
+        case.upstream_mod.GemmaForSequenceClassification(
+            eager_config(case.upstream_mod.GemmaConfig, **kwargs)
+        ),
+        SEED + 2,
+    )
+    vacc = case.modeling.GemmaForSequenceClassification(case.vacc_config_cls(**kwargs)).eval()
+    load = vacc.load_state_dict(upstream.state_dict(), strict=False)
+    if load.missing_keys or load.unexpected_keys:
+        raise CheckFailed(f"state_dict: missing {load.missing_keys}; unexpected {load.unexpected_keys}")
+    ids = case.input_ids.clone()
+    ids[1, -PAD_TAIL:] = kwargs["pad_token_id"]
+    with torch.no_grad():
+        want = upstream(ids, attention_mask=case.padded_mask).logits
+        got = vacc(ids, attention_mask=case.padded_mask, return_dict=False)[0]
+    return expect_close(got, want)
+
+
+def check_quantize(case: Case) -> str:
+    model = copy.deepcopy(case.vacc)
+    returned = model.quantize(8)
+    if returned is not None:
+        model = returned
+    count = sum(type(m).__name__ == "QuantizedLinearPerChannel" for m in model.modules())
+    expected = 7 * case.kwargs["num_hidden_layers"]
+    if count != expected:
+        raise CheckFailed(f"{count} quantized linears, expected {expected}")
+    reference = case.vacc_logits()
+    quantized = case.vacc_logits(model)
+    rel = ((quantized - reference).norm() / reference.norm()).item()
+    detail = f"rel. error {rel:.2e}, {count} linears int8"
+    if not rel < QUANT_RTOL:
+        raise CheckFailed(f"{detail} ≥ {QUANT_RTOL}")
+    return detail
+
+
+# --- ONNX ------------------------------------------------------------------------------------------
+
+
+class PrefillGraph(nn.Module):
+    """input_ids, attention_mask, position_ids -> logits, key_0, value_0, key_1, ..."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            return_dict=False,
+        )
+        return (out[0], *[t for layer in out[1] for t in layer])
+
+
+class DecodeGraph(nn.Module):
+    """One token plus the flattened tuple cache in; logits plus the next flattened cache out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past_flat):
+        past = tuple((past_flat[i], past_flat[i + 1]) for i in range(0, len(past_flat), 2))
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+            return_dict=False,
+        )
+        return (out[0], *[t for layer in out[1] for t in layer])
+
+
+def _cache_names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+
+
+def _export(
+    module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], custom: bool = False
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=inputs,
+            output_names=outputs,
+            custom_opsets={"Vastai": 1} if custom else None,
+        )
+
+
+def _run_onnx(path: Path, names: list[str], args: tuple) -> tuple[list, list[str]]:
+    """Run the graph in onnxruntime; also return the inputs the exported graph dropped.
+
+    The TorchScript exporter removes inputs that do not influence the outputs (an
+    attention mask that the model ignores, say); they are reported, not fed.
+    """
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    declared = {i.name for i in session.get_inputs()}
+    feed = {name: arg.numpy() for name, arg in zip(names, args, strict=True) if name in declared}
+    return session.run(None, feed), [name for name in names if name not in declared]
+
+
+def _compare_onnx(expected: tuple, run: tuple[list, list[str]]) -> str:
+    got, dropped = run
+    if len(got) != len(expected):
+        raise CheckFailed(f"graph has {len(got)} outputs, expected {len(expected)}")
+    worst = max(max_diff(torch.from_numpy(g), e) for g, e in zip(got, expected, strict=True))
+    detail = f"{len(got)} outputs, max|Δ|={worst:.1e}"
+    if dropped:
+        detail += f"; graph ignores {', '.join(dropped)}"
+    if not worst <= ATOL:
+        raise CheckFailed(f"{detail} > {ATOL:.0e}")
+    return detail
+
+
+def _prefill_args(case: Case) -> tuple:
+    ids = case.input_ids[:, :PREFIX]
+    return ids, torch.ones_like(ids), torch.arange(PREFIX)[None].expand(BATCH, -1).contiguous()
+
+
+def check_onnx_prefill(case: Case, workdir: Path) -> str:
+    layers = case.kwargs["num_hidden_layers"]
+    module = PrefillGraph(case.vacc).eval()
+    args = _prefill_args(case)
+    inputs, outputs = (
+        ["input_ids", "attention_mask", "position_ids"],
+        ["logits", *_cache_names("present", layers)],
+    )
+    path = workdir / f"prefill-{case.name}.onnx"
+    _export(module, args, path, inputs, outputs)
+    with torch.no_grad():
+        expected = module(*args)
+    return _compare_onnx(expected, _run_onnx(path, inputs, args))
+
+
+def check_onnx_decode(case: Case, workdir: Path) -> str:
+    layers = case.kwargs["num_hidden_layers"]
+    with torch.no_grad():
+        past_flat = PrefillGraph(case.vacc)(*_prefill_args(case))[1:]
+    module = DecodeGraph(case.vacc).eval()
+    args = (
+        case.input_ids[:, PREFIX : PREFIX + 1],
+        case.ones[:, : PREFIX + 1],
+        torch.tensor([[PREFIX]] * BATCH),
+        *past_flat,
+    )
+    inputs = ["input_ids", "attention_mask", "position_ids", *_cache_names("past", layers)]
+    outputs = ["logits", *_cache_names("present", layers)]
+    path = workdir / f"decode-{case.name}.onnx"
+    _export(module, args, path, inputs, outputs)
+    with torch.no_grad():
+        expected = module(*args)
+    detail = _compare_onnx(expected, _run_onnx(path, inputs, args))
+    expect_close(expected[0][:, -1], case.upstream_logits[:, PREFIX], "decode vs upstream ")
+    return detail
+
+
+def check_onnx_quantized(case: Case, workdir: Path) -> str:
+    import onnx
+
+    model = copy.deepcopy(case.vacc)
+    returned = model.quantize(8)
+    model = model if returned is None else returned
+    layers = case.kwargs["num_hidden_layers"]
+    path = workdir / f"prefill-int8-{case.name}.onnx"
+    inputs, outputs = (
+        ["input_ids", "attention_mask", "position_ids"],
+        ["logits", *_cache_names("present", layers)],
+    )
+    _export(PrefillGraph(model).eval(), _prefill_args(case), path, inputs, outputs, custom=True)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found = sum(n.domain == "Vastai" and n.op_type == "QuantizedLinearPerChannel" for n in graph.node)
+    expected = 7 * layers
+    if found != expected:
+        raise CheckFailed(f"{found} Vastai::QuantizedLinearPerChannel nodes, expected {expected}")
+    return f"{found} Vastai::QuantizedLinearPerChannel nodes"
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def _record(name: str, config: str, status: str, detail: str, started: float) -> dict:
+    return {
+        "name": name,
+        "config": config,
+        "status": status,
+        "detail": detail,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
+    """Run every check for one config; never let one check stop the next."""
+    results = []
+    for check in CHECK_NAMES:
+        started = time.monotonic()
+        function = globals()[f"check_{check}"]
+        try:
+            if check.startswith("onnx"):
+                detail = function(case, workdir)
+            else:
+                detail = function(case)
+            results.append(_record(check, name, "pass", detail, started))
+        except CheckFailed as failure:
+            results.append(_record(check, name, "fail", str(failure), started))
+        except GenerateRaised as raised:
+            results.append(_record(check, name, "exception", str(raised), started))
+        except Exception as error:
+            traceback.print_exc()
+            results.append(_record(check, name, "fail", _error_line(error), started))
+    return results
+
+
+def run(output_dir: Path) -> dict:
+    """All checks for both configs; a setup failure fails every check it prevents."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+        workdir = Path(tmp)
+        try:
+            upstream_mod = importlib.import_module("transformers.models.gemma.modeling_gemma")
+            modeling, configuration, _ = import_output(output_dir, workdir)
+        except Exception as error:
+            traceback.print_exc()
+            detail = f"import failed: {_error_line(error)}"
+            return _document(
+                [_record(c, n, "fail", detail, time.monotonic()) for n in CONFIGS for c in CHECK_NAMES]
+            )
+        for name, kv_heads in CONFIGS.items():
+            started = time.monotonic()
+            try:
+                case = Case(name, kv_heads, upstream_mod, modeling, configuration)
+            except Exception as error:
+                traceback.print_exc()
+                detail = f"model setup failed: {_error_line(error)}"
+                results += [_record(c, name, "fail", detail, started) for c in CHECK_NAMES]
+                continue
+            results += run_case(name, case, workdir)
+    return _document(results)
+
+
+def _document(results: list[dict]) -> dict:
+    import transformers
+
+    return {
+        "format": 1,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "checks": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("--result", type=Path, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    document = run(args.output_dir)
+    text = json.dumps(document, ensure_ascii=False)
+    if args.result:
+        args.result.write_text(text + "\n")
+    sys.stdout.flush()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
