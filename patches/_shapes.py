@@ -225,3 +225,42 @@ def fill(template: cst.CSTNode, **slots: cst.CSTNode) -> cst.CSTNode:
     for slot, node in slots.items():
         template = m.replace(template, m.Name(f"__{slot}__"), lambda _old, _captures, node=node: node)
     return template
+
+
+class Scan(cst.CSTVisitor):
+    """What a subtree calls and names, gathered in one plain traversal (several
+    ``m.findall`` over a long method cost several traversals with a matcher test per node)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.names: set[str] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = dotted(node.func)
+        if name:
+            self.calls.append(name)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+
+def dotted(node: cst.CSTNode) -> str | None:
+    """``a.b.c`` for a name or attribute chain, else None."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None
+
+
+def scan(node: cst.CSTNode) -> Scan:
+    """The dotted names ``node`` calls (in source order) and every name it uses."""
+    visitor = Scan()
+    node.visit(visitor)
+    return visitor
+
+
+def calls(node: cst.CSTNode) -> list[str]:
+    """The dotted names called anywhere in ``node`` (``self.mlp``, ``torch.arange`` …)."""
+    return scan(node).calls

@@ -73,7 +73,6 @@ TUPLE_FORWARD = s.parse_def(
 )
 
 BLOCK_ORDER = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
-_BLOCK_CALL = m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name(m.MatchIfTrue(lambda n: n in BLOCK_ORDER))))
 
 
 def tuple_forward(docstring: cst.BaseStatement | None) -> cst.FunctionDef:
@@ -109,8 +108,7 @@ class DecoderLayerForward(VaccCodemod):
         if s.same_code(forward, new):
             self.met("tuple-outputs")
             return module
-        calls = [c.func.attr.value for c in m.findall(forward, _BLOCK_CALL)]
-        order = [name for name in calls if name in BLOCK_ORDER]
+        order = [name[5:] for name in s.calls(forward) if name[5:] in BLOCK_ORDER and name.startswith("self.")]
         if tuple(dict.fromkeys(order)) != BLOCK_ORDER:
             raise self.drift("GemmaDecoderLayer.forward", f"block calls self.{', self.'.join(order) or '(none)'}; "
                              f"expected the pre-norm order {' -> '.join(BLOCK_ORDER)}")

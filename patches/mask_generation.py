@@ -159,12 +159,6 @@ _NORMALIZER = s.assigns(m.Name("normalizer")) | s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
 )
 _OUTPUT = m.SimpleStatementLine(body=[m.Return(value=m.Call(func=m.Name()))])
-_CHECKPOINTING = m.Call(
-    func=s.self_attr("_gradient_checkpointing_func"),
-    args=[m.Arg(m.Attribute(value=m.Name("decoder_layer"), attr=m.Name("__call__"))), m.ZeroOrMore()],
-)
-_PREPARE_MASK = m.Call(func=s.self_attr("_prepare_decoder_attention_mask"))
-_UPDATE_MASK = m.Call(func=s.self_attr("_update_causal_mask"))
 _MODEL_CALL = m.Call(func=s.self_attr("model"))
 
 
@@ -228,14 +222,15 @@ class MaskGeneration(VaccCodemod):
             raise self.drift("GemmaModel.forward", "GemmaModel has no forward", anchor="GemmaModel")
         k, forward = hit
         params = s.param_names(forward)
-        if s.contains(forward, _PREPARE_MASK) and "cache_position" not in params:
+        called = set(s.calls(forward))
+        if "self._prepare_decoder_attention_mask" in called and "cache_position" not in params:
             self.met("tuple-cache")
             return cls
-        if "cache_position" not in params or not s.contains(forward, _UPDATE_MASK):
+        if "cache_position" not in params or "self._update_causal_mask" not in called:
             raise self.drift("GemmaModel.forward", "forward neither takes cache_position with "
                              "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
                              nearest=f"forward({', '.join(params)})")
-        if not s.contains(forward, _CHECKPOINTING):
+        if "self._gradient_checkpointing_func" not in called:
             raise self.drift("GemmaModel.forward", "no `self._gradient_checkpointing_func(decoder_layer.__call__, "
                              "...)` call: unknown gradient checkpointing form")
         stmts = s.fn_body(forward)
@@ -261,7 +256,7 @@ class MaskGeneration(VaccCodemod):
         if "cache_position" not in s.param_names(forward):
             self.met("head-tuple-cache")
             return cls
-        if not s.contains(forward, _MODEL_CALL):
+        if "self.model" not in s.calls(forward):
             raise self.drift(f"{head}.forward", "forward takes cache_position but never calls self.model")
         self.met("head-cache-position")
         params = forward.params

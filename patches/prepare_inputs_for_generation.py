@@ -75,7 +75,7 @@ REORDER_CACHE = s.parse_def(
     """
 )
 
-_CACHE_AWARE = m.Name("cache_position") | m.Name("Cache") | m.Name("DynamicCache")
+CACHE_NAMES = {"cache_position", "Cache", "DynamicCache"}
 
 
 class PrepareInputsForGeneration(VaccCodemod):
@@ -103,7 +103,7 @@ class PrepareInputsForGeneration(VaccCodemod):
         old = body[prepare]
         if s.same_code(old, PREPARE_INPUTS):
             self.met("tuple-cache")
-        elif s.contains(old, _CACHE_AWARE):
+        elif s.scan(old).names & CACHE_NAMES:
             self.met("cache-class-aware")
             body[prepare] = s.keep_leading(old, PREPARE_INPUTS)
         else:

@@ -1,0 +1,82 @@
+"""Benchmarks of SPEC section 10, printed as ratios taken in one run.
+
+    python benchmarks/bench_apply.py [--release 4.40.2] [--repeat 7]
+
+* series ÷ parse: the whole series on one release (parse, codemods, render) over one
+  ``libcst.parse_module`` of the same file (target ≤ 3);
+* apply ÷ baseline: ``patcher apply`` end to end in a fresh process, over
+  ``python -c "import libcst"`` plus one parse (target ≤ 2);
+* peak memory of ``patcher apply`` (target < 200 MB).
+
+Times are the minimum of ``--repeat`` runs (the least disturbed by other load).  The upstream
+file must be in the cache (run ``patcher apply`` once first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import libcst as cst
+
+from patcher import engine, pins, upstream
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def child_seconds_and_rss(argv: list[str], repeat: int) -> tuple[float, float]:
+    """Minimum wall time of a command and its peak RSS (MB, from wait4)."""
+    times, peak = [], 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        times.append(time.perf_counter() - start)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"command failed: {' '.join(argv)}")
+        peak = max(peak, usage.ru_maxrss / 1024)
+    return min(times), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--release", default="4.40.2")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    up = upstream.fetch(args.release, pins.load_pins())
+    series = engine.load_series()
+    source = up.modeling
+
+    parse = best(lambda: cst.parse_module(source), args.repeat)
+    run = best(lambda: engine.run(source, series), args.repeat)
+    print(f"release {args.release}: modeling_gemma.py {len(source.splitlines())} lines")
+    print(f"  parse_module               {parse * 1000:8.1f} ms")
+    print(f"  series (parse+codemods+render) {run * 1000:4.1f} ms")
+    print(f"  series / parse             {run / parse:8.2f}   (target <= 3)")
+
+    import_libcst, _ = child_seconds_and_rss([sys.executable, "-c", "import libcst"], args.repeat)
+    baseline = import_libcst + parse
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "patcher", "apply", "--transformers", args.release, "--out", f"{tmp}/out"]
+        apply, rss = child_seconds_and_rss(argv, args.repeat)
+    print(f"  python -c 'import libcst'  {import_libcst * 1000:8.1f} ms")
+    print(f"  patcher apply (end to end) {apply * 1000:8.1f} ms")
+    print(f"  apply / (import + parse)   {apply / baseline:8.2f}   (target <= 2)")
+    print(f"  apply peak RSS             {rss:8.1f} MB  (target < 200)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
