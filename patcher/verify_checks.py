@@ -337,18 +337,33 @@ def check_greedy(case: Case) -> str:
 
 
 def check_generate(case: Case) -> str:
+    """The release's own ``generate()`` on the vacc model gives upstream's greedy tokens.
+
+    The detail also says which extra keyword arguments ``generate()`` handed to
+    ``prepare_inputs_for_generation`` (they differ between releases) and whether the decode
+    steps really went through the tuple cache or recomputed the whole sequence.
+    """
     want = _upstream_generate(case)
     prompt = _prompt(case)
     seen: set[str] = set()
+    steps: list[bool] = []  # per forward call: one new token fed with a tuple cache
     model = copy.deepcopy(case.vacc)
-    original = model.prepare_inputs_for_generation
+    prepare, forward = model.prepare_inputs_for_generation, model.forward
 
-    @functools.wraps(original)
-    def recording(*args, **kwargs):
+    @functools.wraps(prepare)
+    def recording_prepare(*args, **kwargs):
         seen.update(kwargs)
-        return original(*args, **kwargs)
+        return prepare(*args, **kwargs)
 
-    model.prepare_inputs_for_generation = recording
+    @functools.wraps(forward)
+    def recording_forward(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cached = isinstance(kwargs.get("past_key_values"), tuple)
+        steps.append(cached and ids is not None and ids.shape[1] == 1)
+        return forward(*args, **kwargs)
+
+    model.prepare_inputs_for_generation = recording_prepare
+    model.forward = recording_forward
     try:
         with torch.no_grad():
             got = model.generate(
@@ -361,7 +376,11 @@ def check_generate(case: Case) -> str:
     except Exception as error:
         raise GenerateRaised(f"{type(error).__name__}: {error}") from error
     extra = sorted(seen - STANDARD_GENERATE_KWARGS)
-    note = f"; generate() also passed {', '.join(extra)}" if extra else ""
+    notes = [f"generate() also passed {', '.join(extra)}"] if extra else []
+    decode_steps = steps[1:]
+    if decode_steps and not all(decode_steps):
+        notes.append(f"only {sum(decode_steps)}/{len(decode_steps)} decode steps used the tuple cache")
+    note = "".join(f"; {n}" for n in notes)
     if got.shape != want.shape or not torch.equal(got, want):
         raise CheckFailed(f"tokens {got[:, PROMPT:].tolist()} != upstream {want[:, PROMPT:].tolist()}{note}")
     return f"{want.shape[1] - PROMPT} new tokens equal upstream{note}"
@@ -599,6 +618,7 @@ def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
         except CheckFailed as failure:
             results.append(_record(check, name, "fail", str(failure), started))
         except GenerateRaised as raised:
+            traceback.print_exc()
             results.append(_record(check, name, "exception", str(raised), started))
         except Exception as error:
             traceback.print_exc()
