@@ -50,7 +50,9 @@ def child_seconds_and_rss(argv: list[str], repeat: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--release", default="4.40.2")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
@@ -69,7 +71,16 @@ def main() -> int:
     import_libcst, _ = child_seconds_and_rss([sys.executable, "-c", "import libcst"], args.repeat)
     baseline = import_libcst + parse
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", "patcher", "apply", "--transformers", args.release, "--out", f"{tmp}/out"]
+        argv = [
+            sys.executable,
+            "-m",
+            "patcher",
+            "apply",
+            "--transformers",
+            args.release,
+            "--out",
+            f"{tmp}/out",
+        ]
         apply, rss = child_seconds_and_rss(argv, args.repeat)
     print(f"  python -c 'import libcst'  {import_libcst * 1000:8.1f} ms")
     print(f"  patcher apply (end to end) {apply * 1000:8.1f} ms")

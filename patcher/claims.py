@@ -50,7 +50,13 @@ def unclaimed_changes(upstream: str, output: str, series: Iterable[type[VaccCode
 
 
 def _compare_body(
-    before: cst.Module, after: cst.Module, old: list, new: list, prefix: str, claims: set[str], problems: list[str]
+    before: cst.Module,
+    after: cst.Module,
+    old: list,
+    new: list,
+    prefix: str,
+    claims: set[str],
+    problems: list[str],
 ) -> None:
     new_named = {s.stmt_name(x): x for x in new if s.stmt_name(x)}
     new_unnamed = [before_code for before_code in (after.code_for_node(x) for x in new if not s.stmt_name(x))]
@@ -63,7 +69,9 @@ def _compare_body(
             if code in new_unnamed:
                 new_unnamed.remove(code)
             else:
-                problems.append(f"{prefix or '<module>'}: statement changed or missing: {code.strip().splitlines()[0]}")
+                problems.append(
+                    f"{prefix or '<module>'}: statement changed or missing: {code.strip().splitlines()[0]}"
+                )
             continue
         qualname = prefix + name
         if _claimed(qualname, claims):
@@ -77,7 +85,14 @@ def _compare_body(
             head_new = after.code_for_node(counterpart.with_changes(body=cst.IndentedBlock([])))
             if head_old != head_new:
                 problems.append(f"{qualname}: class header differs")
-            _compare_body(before, after, list(stmt.body.body), list(counterpart.body.body),
-                          qualname + ".", claims, problems)
+            _compare_body(
+                before,
+                after,
+                list(stmt.body.body),
+                list(counterpart.body.body),
+                qualname + ".",
+                claims,
+                problems,
+            )
         elif before.code_for_node(stmt) != after.code_for_node(counterpart):
             problems.append(f"{qualname}: differs from upstream")

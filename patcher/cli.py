@@ -33,7 +33,12 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _upstream(spec: str, progress: Callable[[str], None] = _say) -> upstream.Upstream:
+def _upstream(spec: str | None, progress: Callable[[str], None] = _say, args=None) -> upstream.Upstream:
+    if args is not None and getattr(args, "upstream", None):
+        config = Path(args.config_upstream) if args.config_upstream else None
+        return upstream.from_files(Path(args.upstream), config)
+    if spec is None:
+        raise UsageError("give --transformers SPEC (or --upstream FILE)")
     if spec.strip() == "installed":
         return upstream.from_installed()
     pinned = pins.load_pins()
@@ -46,7 +51,7 @@ def _series(names: list[str] | None) -> list:
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace) -> int:
-    up = _upstream(args.transformers)
+    up = _upstream(args.transformers, args=args)
     output = generate(up, _series(args.codemod))
     out_dir = Path(args.out) if args.out else default_out_dir(up)
     write_output(output.files, out_dir, force=args.force)
@@ -56,13 +61,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 {
                     "release": up.version,
                     "origin": up.origin,
-                    "upstream": {"modeling_gemma.py": up.modeling_sha256,
-                                 "configuration_gemma.py": up.configuration_sha256},
+                    "upstream": {
+                        "modeling_gemma.py": up.modeling_sha256,
+                        "configuration_gemma.py": up.configuration_sha256,
+                    },
                     "out": str(out_dir),
                     "files": output.digests(),
                     "codemods": [
-                        {"name": r.codemod, "file": r.file, "shapes": list(r.shapes),
-                         "added": r.added, "removed": r.removed}
+                        {
+                            "name": r.codemod,
+                            "file": r.file,
+                            "shapes": list(r.shapes),
+                            "added": r.added,
+                            "removed": r.removed,
+                        }
                         for r in output.reports
                     ],
                 },
@@ -115,8 +127,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "codemods": [
-                        {"name": c.NAME, "description": c.DESCRIPTION, "targets": list(c.TARGETS),
-                         "file": c.FILE, "shapes": list(c.SHAPES)}
+                        {
+                            "name": c.NAME,
+                            "description": c.DESCRIPTION,
+                            "targets": list(c.TARGETS),
+                            "file": c.FILE,
+                            "shapes": list(c.SHAPES),
+                        }
                         for c in series
                     ]
                 },
@@ -172,18 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
     p = command("apply", cmd_apply, "write the three vacc files for one release")
-    p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--transformers", metavar="SPEC", help="the release (see below)")
+    source.add_argument("--upstream", metavar="FILE", help="a local modeling_gemma.py instead (unpinned)")
+    p.add_argument("--config-upstream", metavar="FILE", help="with --upstream: its configuration_gemma.py")
     p.add_argument("--out", metavar="DIR", help="output directory (default build/transformers-<version>/)")
-    p.add_argument("--codemod", action="append", metavar="NAME",
-                   help="run only this codemod (repeatable; series order is kept)")
+    p.add_argument(
+        "--codemod",
+        action="append",
+        metavar="NAME",
+        help="run only this codemod (repeatable; series order is kept)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
-    p.add_argument("--force", action="store_true", help="overwrite a directory holding files patcher did not write")
+    p.add_argument(
+        "--force", action="store_true", help="overwrite a directory holding files patcher did not write"
+    )
 
     p = command("diff", cmd_diff, "show upstream -> output as a unified diff, hunks labelled by codemod")
     p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
@@ -191,9 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stat", action="store_true", help="hunks and lines changed per codemod")
 
     p = command("list", cmd_list, "list the codemods of the series, in order, with their targets")
-    p.add_argument("--json", action="store_true", help="print JSON: {codemods: [{name, description, targets}]}")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON: {codemods: [{name, description, targets}]}"
+    )
 
-    p = command("pin", cmd_pin, "pin releases: record their wheel and upstream file digests in upstream_pins/")
+    p = command(
+        "pin", cmd_pin, "pin releases: record their wheel and upstream file digests in upstream_pins/"
+    )
     p.add_argument("versions", nargs="*", metavar="VERSION", help="exact releases, e.g. 4.40.2")
     p.add_argument("--latest", action="store_true", help="pin the newest release on the package index")
 
@@ -230,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            _say(f"patcher: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            _say(
+                f"patcher: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+            )
         return 1
 
 

@@ -33,7 +33,7 @@ def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], d
     wrote: list[str | None] = [None] * len(current)
     origin: list[int | None] = list(range(len(current)))
     removed: dict[int, str] = {}
-    for name, text in zip(names, steps[1:]):
+    for name, text in zip(names, steps[1:], strict=True):
         new = text.splitlines(keepends=True)
         new_wrote: list[str | None] = []
         new_origin: list[int | None] = []

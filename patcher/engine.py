@@ -144,10 +144,12 @@ def run(
 
 
 def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:
-    lines = _anchor_lines(upstream, [d.anchor for d in drifts])
+    lines = _anchor_lines(upstream, [name for d in drifts for name in (d.anchor, d.nearest)])
     parts = []
     for d in drifts:
-        where = f"{file}:{lines[d.anchor]}" if lines.get(d.anchor) else file
+        # where the target is, or else where its nearest match is
+        line = lines.get(d.anchor) or lines.get(d.nearest)
+        where = f"{file}:{line}" if line else file
         hint = f"; nearest: {d.nearest}" if d.nearest else ""
         parts.append(
             f"drift: codemod {d.codemod}, target {d.target} at {where}: {d.found}"
@@ -162,7 +164,7 @@ def _anchor_lines(upstream: cst.Module, anchors: list[str | None]) -> dict[str |
     positions = wrapper.resolve(PositionProvider)
     out: dict[str | None, int] = {}
     for anchor in anchors:
-        if not anchor:
+        if not anchor or not all(part.isidentifier() for part in anchor.split(".")):
             continue
         node: cst.CSTNode | None = None
         body: list = list(upstream.body)

@@ -73,9 +73,11 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
         engine.CONFIGURATION: (upstream.configuration, upstream.configuration_sha256),
     }
     for file, (source, sha) in sources.items():
+        names = [c.NAME for c in series if c.FILE == file]
+        if not names:  # a --codemod selection that leaves this file alone: not written
+            continue
         if source is None:
             raise UsageError(f"no {file} given; pass --config-upstream FILE as well")
-        names = [c.NAME for c in series if c.FILE == file]
         try:
             result = engine.run(source, series, file=file, notice=notice(upstream, file, sha, names))
         except DriftError as exc:

@@ -192,7 +192,9 @@ def absolute_import(node: cst.ImportFrom, package: str = PACKAGE) -> cst.ImportF
     return node.with_changes(relative=[], module=cst.parse_expression(target))
 
 
-def map_small(stmt: cst.CSTNode, fn: Callable[[cst.BaseSmallStatement], cst.BaseSmallStatement]) -> cst.CSTNode:
+def map_small(
+    stmt: cst.CSTNode, fn: Callable[[cst.BaseSmallStatement], cst.BaseSmallStatement]
+) -> cst.CSTNode:
     """``stmt`` with ``fn`` applied to each of its small statements, looking inside module-level
     ``if``/``try`` blocks but not into classes or functions (imports live at module level)."""
     if isinstance(stmt, cst.SimpleStatementLine):

@@ -35,7 +35,7 @@ VARIANTS = ("GemmaFlashAttention2", "GemmaSdpaAttention")
 MAPPING = "GEMMA_ATTENTION_CLASSES"
 
 TUPLE_CACHE_FORWARD = s.parse_def(
-    '''
+    """
 def forward(
     self,
     hidden_states: torch.Tensor,
@@ -89,7 +89,7 @@ def forward(
         attn_weights = None
 
     return attn_output, attn_weights, past_key_value
-'''
+"""
 )
 
 _SCORES = s.assigns(
@@ -108,7 +108,9 @@ class Attention(VaccCodemod):
     """One eager, tuple-cache ``GemmaAttention``; the variants and the class mapping removed."""
 
     NAME = "attention"
-    DESCRIPTION = "One eager GemmaAttention with a (key, value) tuple cache; FA2/SDPA variants and mapping removed."
+    DESCRIPTION = (
+        "One eager GemmaAttention with a (key, value) tuple cache; FA2/SDPA variants and mapping removed."
+    )
     TARGETS = ("GemmaAttention", *VARIANTS, MAPPING, "GemmaDecoderLayer.__init__")
     SHAPES = {
         "three-classes": "GemmaAttention + GemmaFlashAttention2 + GemmaSdpaAttention + GEMMA_ATTENTION_CLASSES",
@@ -118,14 +120,20 @@ class Attention(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         hit = s.find_class(module, "GemmaAttention")
         if hit is None:
-            raise self.drift("GemmaAttention", "no module-level class GemmaAttention",
-                             nearest=next((n for n in s.names(module.body) if "ttention" in n), None))
+            raise self.drift(
+                "GemmaAttention",
+                "no module-level class GemmaAttention",
+                nearest=next((n for n in s.names(module.body) if "ttention" in n), None),
+            )
         i, cls = hit
         k, forward = self._forward(cls)
         scores = s.first_index(s.fn_body(forward), lambda x: m.matches(x, _SCORES))
         if scores is None:
-            raise self.drift("GemmaAttention.forward", "no `attn_weights = torch.matmul(q, k^T) <op> <scale>` "
-                             "statement to take the attention scaling from")
+            raise self.drift(
+                "GemmaAttention.forward",
+                "no `attn_weights = torch.matmul(q, k^T) <op> <scale>` "
+                "statement to take the attention scaling from",
+            )
         expr = s.fn_body(forward)[scores].body[0].value
         new_forward = tuple_cache_forward(expr)
         present = {name for name in (*VARIANTS, MAPPING) if s.find(module.body, name) is not None}
@@ -133,8 +141,11 @@ class Attention(VaccCodemod):
             self.met("tuple-cache")
             return module
         if present != {*VARIANTS, MAPPING}:
-            raise self.drift("GemmaAttention", f"attention variants present: {sorted(present) or 'none'}; "
-                             f"expected all of {', '.join((*VARIANTS, MAPPING))}")
+            raise self.drift(
+                "GemmaAttention",
+                f"attention variants present: {sorted(present) or 'none'}; "
+                f"expected all of {', '.join((*VARIANTS, MAPPING))}",
+            )
         self.met("three-classes")
         cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, s.keep_leading(forward, new_forward)))
         body = [cls if n == i else stmt for n, stmt in enumerate(module.body)]
@@ -144,7 +155,9 @@ class Attention(VaccCodemod):
     def _forward(self, cls: cst.ClassDef) -> tuple[int, cst.FunctionDef]:
         hit = s.find_method(cls, "forward")
         if hit is None:
-            raise self.drift("GemmaAttention.forward", "GemmaAttention has no forward", anchor="GemmaAttention")
+            raise self.drift(
+                "GemmaAttention.forward", "GemmaAttention has no forward", anchor="GemmaAttention"
+            )
         return hit
 
     def _layer_builds_attention(self, body: list) -> list:
@@ -152,10 +165,15 @@ class Attention(VaccCodemod):
         i = s.find(body, "GemmaDecoderLayer")
         init = s.find_method(body[i], "__init__") if i is not None else None
         if init is None or not s.contains(init[1], _MAPPING_CALL):
-            raise self.drift("GemmaDecoderLayer.__init__", f"no `{MAPPING}[...](...)` call to replace",
-                             anchor="GemmaDecoderLayer")
+            raise self.drift(
+                "GemmaDecoderLayer.__init__",
+                f"no `{MAPPING}[...](...)` call to replace",
+                anchor="GemmaDecoderLayer",
+            )
         k, fn = init
-        new_fn = m.replace(fn, _MAPPING_CALL, lambda node, _: node.with_changes(func=cst.Name("GemmaAttention")))
+        new_fn = m.replace(
+            fn, _MAPPING_CALL, lambda node, _: node.with_changes(func=cst.Name("GemmaAttention"))
+        )
         layer = body[i]
         body[i] = s.with_class_body(layer, s.replace_in(s.class_body(layer), k, new_fn))
         return body

@@ -36,8 +36,11 @@ class ConfigImports(VaccCodemod):
 
     def rewrite(self, module: cst.Module) -> cst.Module:
         if s.find_class(module, "GemmaConfig") is None:
-            raise self.drift("GemmaConfig", "configuration_gemma.py defines no class GemmaConfig",
-                             nearest=", ".join(s.names(module.body)) or None)
+            raise self.drift(
+                "GemmaConfig",
+                "configuration_gemma.py defines no class GemmaConfig",
+                nearest=", ".join(s.names(module.body)) or None,
+            )
         body = [s.map_small(stmt, self._import) for stmt in module.body]
         if not self._shapes:
             self.met("absolute-imports")

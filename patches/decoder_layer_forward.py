@@ -23,13 +23,12 @@ the rewrite would change what it computes.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
 TUPLE_FORWARD = s.parse_def(
-    '''
+    """
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -69,7 +68,7 @@ TUPLE_FORWARD = s.parse_def(
             outputs += (present_key_value,)
 
         return outputs
-    '''
+    """
 )
 
 BLOCK_ORDER = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
@@ -96,25 +95,37 @@ class DecoderLayerForward(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         hit = s.find_class(module, "GemmaDecoderLayer")
         if hit is None:
-            raise self.drift("GemmaDecoderLayer.forward", "no module-level class GemmaDecoderLayer",
-                             nearest=next((n for n in s.names(module.body) if "Layer" in n), None))
+            raise self.drift(
+                "GemmaDecoderLayer.forward",
+                "no module-level class GemmaDecoderLayer",
+                nearest=next((n for n in s.names(module.body) if "Layer" in n), None),
+            )
         i, cls = hit
         method = s.find_method(cls, "forward")
         if method is None:
-            raise self.drift("GemmaDecoderLayer.forward", "GemmaDecoderLayer has no forward",
-                             anchor="GemmaDecoderLayer")
+            raise self.drift(
+                "GemmaDecoderLayer.forward", "GemmaDecoderLayer has no forward", anchor="GemmaDecoderLayer"
+            )
         k, forward = method
         new = tuple_forward(s.docstring_stmt(s.fn_body(forward)))
         if s.same_code(forward, new):
             self.met("tuple-outputs")
             return module
-        order = [name[5:] for name in s.calls(forward) if name[5:] in BLOCK_ORDER and name.startswith("self.")]
+        order = [
+            name[5:] for name in s.calls(forward) if name[5:] in BLOCK_ORDER and name.startswith("self.")
+        ]
         if tuple(dict.fromkeys(order)) != BLOCK_ORDER:
-            raise self.drift("GemmaDecoderLayer.forward", f"block calls self.{', self.'.join(order) or '(none)'}; "
-                             f"expected the pre-norm order {' -> '.join(BLOCK_ORDER)}")
+            raise self.drift(
+                "GemmaDecoderLayer.forward",
+                f"block calls self.{', self.'.join(order) or '(none)'}; "
+                f"expected the pre-norm order {' -> '.join(BLOCK_ORDER)}",
+            )
         if "cache_position" not in s.param_names(forward):
-            raise self.drift("GemmaDecoderLayer.forward", "forward takes no cache_position",
-                             nearest=f"forward({', '.join(s.param_names(forward))})")
+            raise self.drift(
+                "GemmaDecoderLayer.forward",
+                "forward takes no cache_position",
+                nearest=f"forward({', '.join(s.param_names(forward))})",
+            )
         self.met("cache-position")
         new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, s.keep_leading(forward, new)))
         return module.with_changes(body=s.replace_in(module.body, i, new_cls))

@@ -33,7 +33,9 @@ VACC_CONFIG_MODULE = "configuration_gemma_vacc"
 
 _FLASH_GUARD = m.If(test=m.Call(func=m.Name(value=m.MatchIfTrue(lambda n: n.startswith("is_flash_attn")))))
 _FX_GUARD = m.If(test=m.Call(func=m.Name("is_torch_fx_available")))
-_FX_WRAP = m.Call(func=m.Attribute(value=m.Attribute(value=m.Name("torch"), attr=m.Name("fx")), attr=m.Name("wrap")))
+_FX_WRAP = m.Call(
+    func=m.Attribute(value=m.Attribute(value=m.Name("torch"), attr=m.Name("fx")), attr=m.Name("wrap"))
+)
 _FLASH_IMPORT = m.ImportFrom(module=m.Name(value=m.MatchIfTrue(lambda n: n.startswith("flash_attn"))))
 _FLASH_IMPORT_DOTTED = m.ImportFrom(
     module=m.Attribute(value=m.Name(value=m.MatchIfTrue(lambda n: n.startswith("flash_attn"))))
@@ -65,7 +67,9 @@ class LibraryImports(VaccCodemod):
     """Absolute library imports, ``.configuration_gemma_vacc``, no flash-attn or fx wrapping."""
 
     NAME = "library-imports"
-    DESCRIPTION = "Absolute transformers imports, GemmaConfig from .configuration_gemma_vacc, no flash-attn/fx-wrap."
+    DESCRIPTION = (
+        "Absolute transformers imports, GemmaConfig from .configuration_gemma_vacc, no flash-attn/fx-wrap."
+    )
     TARGETS = ("<header>", "<imports>", "<flash-attn-guard>", "<fx-wrap>")
     SHAPES = {
         "relative-imports": "module-level `from ...x import y` and `from .configuration_gemma import GemmaConfig`",

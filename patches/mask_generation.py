@@ -39,7 +39,7 @@ from patches._base import VaccCodemod
 HEADS = ("GemmaForCausalLM", "GemmaForSequenceClassification")
 
 MODEL_FORWARD = s.parse_def(
-    '''
+    """
     def forward(
         self,
         input_ids=None,
@@ -152,12 +152,13 @@ MODEL_FORWARD = s.parse_def(
         if not return_dict:
             return tuple(v for v in [hidden_states, next_cache, all_hidden_states, all_self_attns] if v is not None)
         __return__
-    '''
+    """
 )
 
-_NORMALIZER = s.assigns(m.Name("normalizer")) | s.assigns(
+_SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
 )
+_NORMALIZER = s.assigns(m.Name("normalizer"))
 _OUTPUT = m.SimpleStatementLine(body=[m.Return(value=m.Call(func=m.Name()))])
 _MODEL_CALL = m.Call(func=s.self_attr("model"))
 
@@ -185,12 +186,29 @@ def model_forward(
     )
 
 
+def _normalisation(stmts: list[cst.BaseStatement]) -> list[cst.BaseStatement] | None:
+    """Upstream's embedding scaling: ``hidden_states = hidden_states * X``, preceded by the
+    ``normalizer = ...`` assignment when ``X`` is that name (its dtype is part of the result)."""
+    scale = [i for i, x in enumerate(stmts) if m.matches(x, _SCALE)]
+    if len(scale) != 1:
+        return None
+    i = scale[0]
+    factor = stmts[i].body[0].value.right
+    if m.matches(factor, m.Name("normalizer")):
+        if i == 0 or not m.matches(stmts[i - 1], _NORMALIZER):
+            return None
+        return [stmts[i - 1], stmts[i]]
+    return [stmts[i]]
+
+
 class MaskGeneration(VaccCodemod):
     """Tuple cache and ``_prepare_decoder_attention_mask`` in ``GemmaModel.forward``; heads without
     ``cache_position``."""
 
     NAME = "mask-generation"
-    DESCRIPTION = "GemmaModel.forward with a tuple cache and explicit additive masks; heads without cache_position."
+    DESCRIPTION = (
+        "GemmaModel.forward with a tuple cache and explicit additive masks; heads without cache_position."
+    )
     TARGETS = (
         "GemmaModel.forward",
         "GemmaModel._update_causal_mask",
@@ -227,17 +245,25 @@ class MaskGeneration(VaccCodemod):
             self.met("tuple-cache")
             return cls
         if "cache_position" not in params or "self._update_causal_mask" not in called:
-            raise self.drift("GemmaModel.forward", "forward neither takes cache_position with "
-                             "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
-                             nearest=f"forward({', '.join(params)})")
+            raise self.drift(
+                "GemmaModel.forward",
+                "forward neither takes cache_position with "
+                "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
+                nearest=f"forward({', '.join(params)})",
+            )
         if "self._gradient_checkpointing_func" not in called:
-            raise self.drift("GemmaModel.forward", "no `self._gradient_checkpointing_func(decoder_layer.__call__, "
-                             "...)` call: unknown gradient checkpointing form")
+            raise self.drift(
+                "GemmaModel.forward",
+                "no `self._gradient_checkpointing_func(decoder_layer.__call__, "
+                "...)` call: unknown gradient checkpointing form",
+            )
         stmts = s.fn_body(forward)
-        normalizer = [x for x in stmts if m.matches(x, _NORMALIZER)]
-        if not normalizer:
-            raise self.drift("GemmaModel.forward", "no embedding normalisation (`normalizer = ...` or "
-                             "`hidden_states = hidden_states * ...`) in forward")
+        normalizer = _normalisation(stmts)
+        if normalizer is None:
+            raise self.drift(
+                "GemmaModel.forward",
+                "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward",
+            )
         if not m.matches(stmts[-1], _OUTPUT):
             raise self.drift("GemmaModel.forward", "forward does not end with `return <OutputClass>(...)`")
         self.met("dynamic-cache")
@@ -261,7 +287,9 @@ class MaskGeneration(VaccCodemod):
         self.met("head-cache-position")
         params = forward.params
         new = forward.with_changes(
-            params=params.with_changes(params=s.drop_items(params.params, lambda p: p.name.value == "cache_position"))
+            params=params.with_changes(
+                params=s.drop_items(params.params, lambda p: p.name.value == "cache_position")
+            )
         )
         new = m.replace(
             new,
@@ -271,4 +299,3 @@ class MaskGeneration(VaccCodemod):
             ),
         )
         return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
-

@@ -70,7 +70,7 @@ EXPAND_MASK = s.parse_def(
 )
 
 PREPARE_DECODER_ATTENTION_MASK = s.parse_def(
-    '''
+    """
     def _prepare_decoder_attention_mask(self, attention_mask, input_shape, inputs_embeds, past_key_values_length):
         # vacc: [bsz, seq_len] -> additive [bsz, 1, tgt_seq_len, src_seq_len], causal part only when tgt_len > 1
         combined_attention_mask = None
@@ -91,7 +91,7 @@ PREPARE_DECODER_ATTENTION_MASK = s.parse_def(
             )
 
         return combined_attention_mask
-    '''
+    """
 )
 
 
@@ -109,14 +109,19 @@ class MaskHelpers(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         model = s.find_class(module, "GemmaModel")
         if model is None:
-            raise self.drift("GemmaModel._prepare_decoder_attention_mask", "no class GemmaModel",
-                             nearest=_nearest_model(module))
+            raise self.drift(
+                "GemmaModel._prepare_decoder_attention_mask",
+                "no class GemmaModel",
+                nearest=_nearest_model(module),
+            )
         wanted = {"_make_causal_mask": MAKE_CAUSAL_MASK, "_expand_mask": EXPAND_MASK}
         existing = {name: s.find_function(module, name) for name in wanted}
         method = s.find_method(model[1], "_prepare_decoder_attention_mask")
         found = [*(name for name, hit in existing.items() if hit), *(["method"] if method else [])]
-        if len(found) == 3 and all(s.same_code(hit[1], wanted[n]) for n, hit in existing.items()) and (
-            s.same_code(method[1], PREPARE_DECODER_ATTENTION_MASK)
+        if (
+            len(found) == 3
+            and all(s.same_code(hit[1], wanted[n]) for n, hit in existing.items())
+            and (s.same_code(method[1], PREPARE_DECODER_ATTENTION_MASK))
         ):
             self.met("present")
             return module
@@ -129,8 +134,9 @@ class MaskHelpers(VaccCodemod):
         body = s.class_body(cls)
         forward = s.find(body, "forward")
         if forward is None:
-            raise self.drift("GemmaModel._prepare_decoder_attention_mask", "GemmaModel has no forward",
-                             anchor="GemmaModel")
+            raise self.drift(
+                "GemmaModel._prepare_decoder_attention_mask", "GemmaModel has no forward", anchor="GemmaModel"
+            )
         body.insert(forward, s.blank_lines(PREPARE_DECODER_ATTENTION_MASK, 1))
         new_body = s.replace_in(module.body, i, s.with_class_body(cls, body))
         first_class = s.first_index(new_body, lambda x: isinstance(x, cst.ClassDef))

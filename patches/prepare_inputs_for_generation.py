@@ -22,13 +22,12 @@ Shapes recognised (in ``GemmaForCausalLM``):
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
 PREPARE_INPUTS = s.parse_def(
-    '''
+    """
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ):
@@ -59,7 +58,7 @@ PREPARE_INPUTS = s.parse_def(
             }
         )
         return model_inputs
-    '''
+    """
 )
 
 REORDER_CACHE = s.parse_def(
@@ -98,8 +97,11 @@ class PrepareInputsForGeneration(VaccCodemod):
         body = s.class_body(cls)
         prepare = s.find(body, "prepare_inputs_for_generation")
         if prepare is None:
-            raise self.drift("GemmaForCausalLM.prepare_inputs_for_generation",
-                             "GemmaForCausalLM defines no prepare_inputs_for_generation", anchor="GemmaForCausalLM")
+            raise self.drift(
+                "GemmaForCausalLM.prepare_inputs_for_generation",
+                "GemmaForCausalLM defines no prepare_inputs_for_generation",
+                anchor="GemmaForCausalLM",
+            )
         old = body[prepare]
         if s.same_code(old, PREPARE_INPUTS):
             self.met("tuple-cache")
@@ -107,9 +109,12 @@ class PrepareInputsForGeneration(VaccCodemod):
             self.met("cache-class-aware")
             body[prepare] = s.keep_leading(old, PREPARE_INPUTS)
         else:
-            raise self.drift("GemmaForCausalLM.prepare_inputs_for_generation",
-                             "prepare_inputs_for_generation neither handles Cache/cache_position nor is the "
-                             "tuple-cache form", anchor="GemmaForCausalLM.prepare_inputs_for_generation")
+            raise self.drift(
+                "GemmaForCausalLM.prepare_inputs_for_generation",
+                "prepare_inputs_for_generation neither handles Cache/cache_position nor is the "
+                "tuple-cache form",
+                anchor="GemmaForCausalLM.prepare_inputs_for_generation",
+            )
         reorder = s.find(body, "_reorder_cache")
         if reorder is None:
             body.insert(prepare + 1, s.blank_lines(REORDER_CACHE, 1))
@@ -117,6 +122,7 @@ class PrepareInputsForGeneration(VaccCodemod):
             self.met("tuple-reorder-cache")
         else:
             body[reorder] = s.keep_leading(body[reorder], REORDER_CACHE)
-        if all(a is b for a, b in zip(body, s.class_body(cls))) and len(body) == len(s.class_body(cls)):
+        old_body = s.class_body(cls)
+        if len(body) == len(old_body) and all(a is b for a, b in zip(body, old_body, strict=True)):
             return module
         return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))

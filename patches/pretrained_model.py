@@ -43,14 +43,18 @@ BACKEND_FLAGS = (
 NEUTRAL_FLAGS = ("_supports_param_buffer_assignment",)
 HOOKS = ("_setup_cache", "_reset_cache")
 
-_FLAG = s.assigns(m.Name(m.MatchIfTrue(lambda n: n.startswith("_supports_") or n == "_can_compile_fullgraph")))
+_FLAG = s.assigns(
+    m.Name(m.MatchIfTrue(lambda n: n.startswith("_supports_") or n == "_can_compile_fullgraph"))
+)
 
 
 class PretrainedModel(VaccCodemod):
     """``GemmaPreTrainedModel`` declaring no backend, cache-class, static-cache or compile support."""
 
     NAME = "pretrained-model"
-    DESCRIPTION = "GemmaPreTrainedModel declares no FlashAttention/SDPA/flex/cache-class/static-cache/compile support."
+    DESCRIPTION = (
+        "GemmaPreTrainedModel declares no FlashAttention/SDPA/flex/cache-class/static-cache/compile support."
+    )
     TARGETS = ("GemmaPreTrainedModel", *(f"GemmaPreTrainedModel.{n}" for n in (*BACKEND_FLAGS, *HOOKS)))
     SHAPES = {
         "backend-flags": "`_supports_*` flags set to True and/or _setup_cache/_reset_cache hooks",
@@ -60,8 +64,11 @@ class PretrainedModel(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         hit = s.find_class(module, "GemmaPreTrainedModel")
         if hit is None:
-            raise self.drift("GemmaPreTrainedModel", "no module-level class GemmaPreTrainedModel",
-                             nearest=next((n for n in s.names(module.body) if "Pre" in n), None))
+            raise self.drift(
+                "GemmaPreTrainedModel",
+                "no module-level class GemmaPreTrainedModel",
+                nearest=next((n for n in s.names(module.body) if "Pre" in n), None),
+            )
         i, cls = hit
         body: list[cst.BaseStatement] = []
         changed = False
@@ -72,8 +79,11 @@ class PretrainedModel(VaccCodemod):
                 continue
             if m.matches(stmt, _FLAG) and name not in NEUTRAL_FLAGS:
                 if name not in BACKEND_FLAGS:
-                    raise self.drift(f"GemmaPreTrainedModel.{name}", f"unknown routing flag {name}",
-                                     anchor="GemmaPreTrainedModel")
+                    raise self.drift(
+                        f"GemmaPreTrainedModel.{name}",
+                        f"unknown routing flag {name}",
+                        anchor="GemmaPreTrainedModel",
+                    )
                 assign = stmt.body[0]
                 if not m.matches(assign.value, m.Name("False")):
                     changed = True

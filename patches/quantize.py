@@ -39,7 +39,9 @@ class Quantize(VaccCodemod):
     """Adds ``GemmaForCausalLM.quantize``."""
 
     NAME = "quantize"
-    DESCRIPTION = "Add GemmaForCausalLM.quantize(weight_bit_width) using the int8 linears of quantization_vacc."
+    DESCRIPTION = (
+        "Add GemmaForCausalLM.quantize(weight_bit_width) using the int8 linears of quantization_vacc."
+    )
     TARGETS = ("GemmaForCausalLM.quantize",)
     SHAPES = {
         "no-quantize": "GemmaForCausalLM has no quantize method",
@@ -55,8 +57,11 @@ class Quantize(VaccCodemod):
         existing = s.find(body, "quantize")
         if existing is not None:
             if not s.same_code(body[existing], QUANTIZE):
-                raise self.drift("GemmaForCausalLM.quantize", "upstream defines its own quantize",
-                                 anchor="GemmaForCausalLM.quantize")
+                raise self.drift(
+                    "GemmaForCausalLM.quantize",
+                    "upstream defines its own quantize",
+                    anchor="GemmaForCausalLM.quantize",
+                )
             self.met("quantize")
             return module
         self.met("no-quantize")

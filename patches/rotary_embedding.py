@@ -31,7 +31,7 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 
 TABLE_FORWARD = s.parse_def(
-    '''
+    """
 @torch.no_grad()
 def forward(self, x, position_ids=None, seq_len=None):
     # x: [bs, num_attention_heads, seq_len, head_size]
@@ -48,7 +48,7 @@ def forward(self, x, position_ids=None, seq_len=None):
         cos = emb.cos()
         sin = emb.sin()
     return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
-'''
+"""
 )
 
 APPLY_ROTARY_POS_EMB = s.parse_def(
@@ -99,14 +99,20 @@ class RotaryEmbedding(VaccCodemod):
         body = list(module.body)
         rotary = s.find_class(module, "GemmaRotaryEmbedding")
         if rotary is None:
-            raise self.drift("GemmaRotaryEmbedding", "no module-level class GemmaRotaryEmbedding",
-                             nearest=_nearest(module, "Rotary"))
+            raise self.drift(
+                "GemmaRotaryEmbedding",
+                "no module-level class GemmaRotaryEmbedding",
+                nearest=_nearest(module, "Rotary"),
+            )
         i, cls = rotary
         body[i] = self._rotary(cls)
         apply = s.find_function(module, "apply_rotary_pos_emb")
         if apply is None:
-            raise self.drift("apply_rotary_pos_emb", "no module-level function apply_rotary_pos_emb",
-                             nearest=_nearest(module, "rotary"))
+            raise self.drift(
+                "apply_rotary_pos_emb",
+                "no module-level function apply_rotary_pos_emb",
+                nearest=_nearest(module, "rotary"),
+            )
         j, fn = apply
         body[j] = self._apply(fn)
         return module.with_changes(body=body)
@@ -114,8 +120,11 @@ class RotaryEmbedding(VaccCodemod):
     def _rotary(self, cls: cst.ClassDef) -> cst.ClassDef:
         hit = s.find_method(cls, "forward")
         if hit is None:
-            raise self.drift("GemmaRotaryEmbedding.forward", "GemmaRotaryEmbedding has no forward",
-                             anchor="GemmaRotaryEmbedding")
+            raise self.drift(
+                "GemmaRotaryEmbedding.forward",
+                "GemmaRotaryEmbedding has no forward",
+                anchor="GemmaRotaryEmbedding",
+            )
         k, forward = hit
         stmts = s.fn_body(forward)
         lazy = s.first_index(stmts, lambda x: m.matches(x, _LAZY_INV_FREQ))
@@ -139,7 +148,9 @@ class RotaryEmbedding(VaccCodemod):
             self.met("gathered")
             return fn
         params = s.param_names(fn)
-        if params[:4] == ["q", "k", "cos", "sin"] and any(m.matches(x, _UNSQUEEZE_COS) for x in s.fn_body(fn)):
+        if params[:4] == ["q", "k", "cos", "sin"] and any(
+            m.matches(x, _UNSQUEEZE_COS) for x in s.fn_body(fn)
+        ):
             self.met("unsqueeze")
             return s.blank_lines(APPLY_ROTARY_POS_EMB, 2)
         raise self.drift(

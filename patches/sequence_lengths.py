@@ -61,25 +61,36 @@ class SequenceLengths(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         hit = s.find_class(module, "GemmaForSequenceClassification")
         if hit is None:
-            raise self.drift("GemmaForSequenceClassification.forward", "no class GemmaForSequenceClassification")
+            raise self.drift(
+                "GemmaForSequenceClassification.forward", "no class GemmaForSequenceClassification"
+            )
         i, cls = hit
         method = s.find_method(cls, "forward")
         if method is None:
-            raise self.drift("GemmaForSequenceClassification.forward", "GemmaForSequenceClassification has no "
-                             "forward", anchor="GemmaForSequenceClassification")
+            raise self.drift(
+                "GemmaForSequenceClassification.forward",
+                "GemmaForSequenceClassification has no forward",
+                anchor="GemmaForSequenceClassification",
+            )
         k, forward = method
         stmts = s.fn_body(forward)
         j = s.first_index(stmts, lambda x: m.matches(x, _PAD_IS_NONE) and s.contains(x, _SEQUENCE_LENGTHS))
         if j is None:
-            raise self.drift("GemmaForSequenceClassification.forward", "no `if self.config.pad_token_id is None:` "
-                             "block computing sequence_lengths", anchor="GemmaForSequenceClassification.forward")
+            raise self.drift(
+                "GemmaForSequenceClassification.forward",
+                "no `if self.config.pad_token_id is None:` block computing sequence_lengths",
+                anchor="GemmaForSequenceClassification.forward",
+            )
         if s.same_code(stmts[j], SEQUENCE_LENGTHS):
             self.met("ne-sum")
             return module
         if not s.contains(stmts[j], _ARGMAX):
-            raise self.drift("GemmaForSequenceClassification.forward", "sequence_lengths computed without argmax: "
-                             f"{s.render(stmts[j]).strip().splitlines()[-1].strip()}",
-                             anchor="GemmaForSequenceClassification.forward")
+            raise self.drift(
+                "GemmaForSequenceClassification.forward",
+                "sequence_lengths computed without argmax: "
+                f"{s.render(stmts[j]).strip().splitlines()[-1].strip()}",
+                anchor="GemmaForSequenceClassification.forward",
+            )
         self.met("argmax-modulo")
         stmts[j] = s.keep_leading(stmts[j], SEQUENCE_LENGTHS)
         new_fn = s.with_fn_body(forward, stmts)

@@ -39,7 +39,9 @@ SLICE = s.parse_stmts(
     """
 )
 
-CONFIG_READS[0] = CONFIG_READS[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *CONFIG_READS[0].leading_lines])
+CONFIG_READS[0] = CONFIG_READS[0].with_changes(
+    leading_lines=[cst.EmptyLine(indent=False), *CONFIG_READS[0].leading_lines]
+)
 
 _POST_INIT = m.SimpleStatementLine(body=[m.Expr(m.Call(func=s.self_attr("post_init")))])
 _NORM = s.assigns(m.Name("hidden_states"), m.Call(func=s.self_attr("norm")))
@@ -64,16 +66,24 @@ class StridedSlice(VaccCodemod):
         i, cls = hit
         init, forward = s.find_method(cls, "__init__"), s.find_method(cls, "forward")
         if init is None or forward is None:
-            raise self.drift("GemmaModel.__init__", "GemmaModel lacks __init__ or forward", anchor="GemmaModel")
+            raise self.drift(
+                "GemmaModel.__init__", "GemmaModel lacks __init__ or forward", anchor="GemmaModel"
+            )
         init_body, fwd_body = s.fn_body(init[1]), s.fn_body(forward[1])
         post_init = s.first_index(init_body, lambda x: m.matches(x, _POST_INIT))
         norm = s.first_index(fwd_body, lambda x: m.matches(x, _NORM))
         if post_init is None:
-            raise self.drift("GemmaModel.__init__", "no top-level `self.post_init()` call in __init__",
-                             anchor="GemmaModel.__init__")
+            raise self.drift(
+                "GemmaModel.__init__",
+                "no top-level `self.post_init()` call in __init__",
+                anchor="GemmaModel.__init__",
+            )
         if norm is None:
-            raise self.drift("GemmaModel.forward", "no top-level `hidden_states = self.norm(hidden_states)` "
-                             "in forward", anchor="GemmaModel.forward")
+            raise self.drift(
+                "GemmaModel.forward",
+                "no top-level `hidden_states = self.norm(hidden_states)` in forward",
+                anchor="GemmaModel.forward",
+            )
         if any(m.matches(x, _READS) for x in init_body):
             self.met("sliced")
             return module
