@@ -142,7 +142,7 @@ def _check_version(version: str) -> None:
         parsed = Version(version)
     except InvalidVersion:
         raise UsageError(f"not a transformers version: {version!r}") from None
-    if str(parsed) != version or parsed.local:
+    if str(parsed) != version or parsed.local or len(parsed.release) < 3:
         raise UsageError(f"give an exact transformers version such as 4.40.2, not {version!r}")
 
 
@@ -207,7 +207,32 @@ def _build_base(tmp: Path) -> None:
     """``python -m venv`` plus the venv's own pip (so pip's configuration picks the torch wheel)."""
     _run([find_python(), "-m", "venv", str(tmp)], "the base venv")
     python = str(tmp / "bin" / "python")
+    _check_torch_wheel(python)
     _run([python, "-m", "pip", "install", "--quiet", *BASE_REQUIREMENTS], "the base venv")
+
+
+def _check_torch_wheel(python: str) -> None:
+    """Refuse to build unless pip would take a CPU or local torch wheel.
+
+    On PyPI, ``torch==2.13.0`` for Linux is the CUDA build, gigabytes of it; the machines
+    this runs on provide the CPU wheel through pip's configuration (find-links).  A dry run
+    reads only the wheel's metadata.
+    """
+    cmd = [python, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet"]
+    proc = subprocess.run([*cmd, "--report", "-", BASE_REQUIREMENTS[0]], capture_output=True, text=True)
+    try:
+        chosen = json.loads(proc.stdout)["install"][0]
+        url, version = chosen["download_info"]["url"], chosen["metadata"]["version"]
+    except (ValueError, KeyError, IndexError):
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        raise EnvError(
+            f"no {BASE_REQUIREMENTS[0]} wheel: {lines[-1] if lines else 'pip found none'}"
+        ) from None
+    if not (version.endswith("+cpu") or url.startswith("file:")):
+        raise EnvError(
+            f"pip would download torch {version} from {url}, not a CPU build; point pip at a CPU "
+            "torch wheel (PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL) and retry"
+        )
 
 
 def _uv() -> str:
