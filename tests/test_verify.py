@@ -8,7 +8,6 @@ interpreters that print what the real script would (or crash the way it could).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -435,43 +434,3 @@ def test_quantization_companion_in_the_base_env(release_env):
         text=True,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
-
-
-def apply(version: str, out: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "patcher", "apply", "--transformers", version, "--out", str(out)],
-        check=True,
-        capture_output=True,
-        env={**os.environ},
-    )
-
-
-# Appended to a real output: RMSNorm (upstream's, byte for byte, in every release) scaled by 1%.
-SABOTAGE = """
-
-_patcher_test_norm_forward = GemmaRMSNorm.forward
-
-
-def _patcher_test_broken_norm(self, x):
-    return _patcher_test_norm_forward(self, x) * 1.01
-
-
-GemmaRMSNorm.forward = _patcher_test_broken_norm
-"""
-
-
-@pytest.mark.verify
-@pytest.mark.network
-def test_checks_fail_on_a_deliberately_broken_output(release_env, tmp_path):
-    """A small numeric error in the output must fail the comparisons, not slip through."""
-    out = tmp_path / "out"
-    apply(RELEASE, out)
-    with open(out / "modeling_gemma_vacc.py", "a") as handle:
-        handle.write(SABOTAGE)
-    report = verify_output(RELEASE, out, env=release_env)
-    failed = {(c.name, c.config) for c in report.failed}
-    assert not report.crashed, report.stderr_tail
-    for name in ("logits", "logits_padded", "logits_left_padded", "decode", "greedy", "strided_slice"):
-        assert {(name, "mqa"), (name, "mha")} <= failed, name
-    for name in ("state_dict", "onnx_prefill", "onnx_quantized"):  # self-consistent: still pass
-        assert (name, "mqa") not in failed and (name, "mha") not in failed, name
