@@ -15,9 +15,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from patcher import __version__, diffing, engine, pins, upstream, versions
+from patcher import __version__, pins, upstream, versions
 from patcher.errors import PatcherError, UsageError
-from patcher.generate import default_out_dir, generate, notice, write_output
+from patcher.outputs import CONFIGURATION, MODELING, default_out_dir, generate_cached, write_output
+
+# The engine (libcst) is imported inside the commands that run it: `apply` on a cached
+# output, `pin` and `--help` never pay for it.
 
 EPILOG = """\
 SPEC is a release: 4.40 (the newest pinned 4.40.x), 4.40.1 (exact), or `installed` (the
@@ -45,14 +48,10 @@ def _upstream(spec: str | None, progress: Callable[[str], None] = _say, args=Non
     return upstream.fetch(versions.resolve(spec, pinned), pinned, progress=progress)
 
 
-def _series(names: list[str] | None) -> list:
-    return engine.select(engine.load_series(), names)
-
-
 # -- commands --------------------------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace) -> int:
     up = _upstream(args.transformers, args=args)
-    output = generate(up, _series(args.codemod))
+    output = generate_cached(up, args.codemod)
     out_dir = Path(args.out) if args.out else default_out_dir(up)
     write_output(output.files, out_dir, force=args.force)
     if args.json:
@@ -91,14 +90,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from patcher import diffing, engine
+    from patcher.generate import notice
+
     up = _upstream(args.transformers)
     series = engine.load_series()
     if args.codemod:
         engine.select(series, [args.codemod])  # validates the name
     diffs = []
     for file, source, sha in (
-        (engine.MODELING, up.modeling, up.modeling_sha256),
-        (engine.CONFIGURATION, up.configuration, up.configuration_sha256),
+        (MODELING, up.modeling, up.modeling_sha256),
+        (CONFIGURATION, up.configuration, up.configuration_sha256),
     ):
         names = [c.NAME for c in series if c.FILE == file]
         diffs.append(diffing.attributed_diff(source, series, file=file, notice=notice(up, file, sha, names)))
@@ -121,6 +123,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from patcher import engine
+
     series = engine.load_series()
     if args.json:
         print(
@@ -165,7 +169,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     up = _upstream(args.transformers)
     if up.version is None:
         raise UsageError("verify needs a release (its environment); a local file has none")
-    output = generate(up)
+    output = generate_cached(up)
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)

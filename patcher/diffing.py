@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from unidiff import PatchSet
 
 from patcher import engine
+from patcher.outputs import MODELING, OUTPUT_NAMES
 from patches._base import VaccCodemod
 
 
@@ -53,13 +54,13 @@ def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], d
 
 
 def attributed_diff(
-    source: str, codemods: list[type[VaccCodemod]], *, file: str = engine.MODELING, notice: str | None = None
+    source: str, codemods: list[type[VaccCodemod]], *, file: str = MODELING, notice: str | None = None
 ) -> AttributedDiff:
     """Run the codemods for ``file`` on ``source`` and diff upstream against the result."""
     result = engine.run(source, codemods, file=file, notice=notice, keep_steps=True)
     names = [r.codemod for r in result.reports]
     wrote, removed = _provenance(result.steps, names)
-    out_name = engine.OUTPUT_NAMES.get(file, file)
+    out_name = OUTPUT_NAMES.get(file, file)
     text = "".join(
         difflib.unified_diff(
             source.splitlines(keepends=True),

@@ -19,14 +19,9 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
+from patcher.outputs import MODELING, PATCHES_DIR, Report
 from patches import _shapes
 from patches._base import Drift, VaccCodemod
-
-PATCHES_DIR = Path(patches.__file__).resolve().parent
-COMPANION_DIR = PATCHES_DIR / "companion"
-MODELING = "modeling_gemma.py"
-CONFIGURATION = "configuration_gemma.py"
-OUTPUT_NAMES = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuration_gemma_vacc.py"}
 
 
 # -- the series ------------------------------------------------------------------------------
@@ -81,17 +76,6 @@ def select(series: list[type[VaccCodemod]], names: list[str] | None) -> list[typ
 
 
 # -- running ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Report:
-    """One codemod's effect on one file: the shapes it met and the lines it changed."""
-
-    codemod: str
-    file: str
-    shapes: tuple[str, ...]
-    added: int
-    removed: int
-
-
 @dataclass
 class Result:
     """The transformed source of one file, with one report per codemod that ran on it."""

@@ -21,8 +21,15 @@ PACKAGE = "transformers.models.gemma"
 
 # -- building code ---------------------------------------------------------------------------
 def parse_stmts(source: str) -> list[cst.BaseStatement]:
-    """Parse (dedented) source into statements, ready to splice into any block."""
-    return list(cst.parse_module(textwrap.dedent(source).lstrip("\n")).body)
+    """Parse (dedented) source into statements, ready to splice into any block.
+
+    A comment heading the source stays with the first statement (libcst would otherwise
+    keep it in the throwaway module's header)."""
+    module = cst.parse_module(textwrap.dedent(source).lstrip("\n"))
+    body = list(module.body)
+    if module.header and body:
+        body[0] = body[0].with_changes(leading_lines=[*module.header, *body[0].leading_lines])
+    return body
 
 
 def parse_def(source: str) -> cst.FunctionDef:
@@ -118,6 +125,54 @@ def docstring_stmt(body: Sequence[cst.CSTNode]) -> cst.BaseStatement | None:
         return body[0]  # type: ignore[return-value]
     if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.ConcatenatedString())])):
         return body[0]  # type: ignore[return-value]
+    return None
+
+
+def small_statements(node: cst.CSTNode | Sequence[cst.CSTNode]) -> list[cst.BaseSmallStatement]:
+    """The simple statements of a block or a list of statements, seeing through ``a; b`` lines
+    and one-line suites (``if x: y``) — so that matching does not depend on such formatting.
+    Compound statements inside are not entered."""
+    if isinstance(node, cst.IndentedBlock | cst.SimpleStatementSuite):
+        node = node.body
+    if isinstance(node, cst.SimpleStatementLine):
+        node = [node]
+    out: list[cst.BaseSmallStatement] = []
+    for item in node:  # type: ignore[union-attr]
+        if isinstance(item, cst.SimpleStatementLine):
+            out.extend(item.body)
+        elif isinstance(item, cst.BaseSmallStatement):
+            out.append(item)
+    return out
+
+
+def assignment(small: cst.CSTNode) -> tuple[str, cst.BaseExpression | None] | None:
+    """``(target, value)`` of ``target = value`` or ``target: T = value`` with one dotted
+    target, else None."""
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        name = dotted(small.targets[0].target)
+        return (name, small.value) if name else None
+    if isinstance(small, cst.AnnAssign):
+        name = dotted(small.target)
+        return (name, small.value) if name else None
+    return None
+
+
+def find_assignment(node: cst.CSTNode | Sequence[cst.CSTNode], target: str) -> cst.BaseExpression | None:
+    """The value assigned to ``target`` among the simple statements of ``node``."""
+    for small in small_statements(node):
+        hit = assignment(small)
+        if hit and hit[0] == target:
+            return hit[1]
+    return None
+
+
+def statement_index(
+    stmts: Sequence[cst.CSTNode], pred: Callable[[cst.BaseSmallStatement], bool]
+) -> int | None:
+    """Index of the first statement (of a block) holding a simple statement matching ``pred``."""
+    for i, stmt in enumerate(stmts):
+        if any(pred(x) for x in small_statements([stmt])):
+            return i
     return None
 
 

@@ -37,7 +37,7 @@ class ConfigImports(VaccCodemod):
     def rewrite(self, module: cst.Module) -> cst.Module:
         if s.find_class(module, "GemmaConfig") is None:
             raise self.drift(
-                "GemmaConfig",
+                "<imports>",
                 "configuration_gemma.py defines no class GemmaConfig",
                 nearest=", ".join(s.names(module.body)) or None,
             )

@@ -72,6 +72,11 @@ TUPLE_FORWARD = s.parse_def(
 )
 
 BLOCK_ORDER = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+#: Parameters of the upstream forward this codemod knows (all others are drift).
+KNOWN_PARAMS = {
+    "self", "hidden_states", "attention_mask", "position_ids", "past_key_value", "output_attentions",
+    "use_cache", "cache_position", "**kwargs",
+}  # fmt: skip
 
 
 def tuple_forward(docstring: cst.BaseStatement | None) -> cst.FunctionDef:
@@ -119,6 +124,13 @@ class DecoderLayerForward(VaccCodemod):
                 "GemmaDecoderLayer.forward",
                 f"block calls self.{', self.'.join(order) or '(none)'}; "
                 f"expected the pre-norm order {' -> '.join(BLOCK_ORDER)}",
+            )
+        unknown = [p for p in s.param_names(forward) if p not in KNOWN_PARAMS]
+        if unknown:
+            raise self.drift(
+                "GemmaDecoderLayer.forward",
+                f"forward takes {', '.join(unknown)}: a shape this codemod does not know",
+                nearest=f"forward({', '.join(s.param_names(forward))})",
             )
         if "cache_position" not in s.param_names(forward):
             raise self.drift(

@@ -37,6 +37,12 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 
 HEADS = ("GemmaForCausalLM", "GemmaForSequenceClassification")
+#: The parameters of a head's forward in the contract (SPEC §4, heads), besides ``self``.
+HEAD_PARAMS = {
+    "input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds", "labels",
+    "use_cache", "output_attentions", "output_hidden_states", "return_dict",
+}  # fmt: skip
+_LAYER_LOOP = m.For(target=m.Name("decoder_layer"), iter=s.self_attr("layers"))
 
 MODEL_FORWARD = s.parse_def(
     """
@@ -251,6 +257,14 @@ class MaskGeneration(VaccCodemod):
                 "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
                 nearest=f"forward({', '.join(params)})",
             )
+        if "self.rotary_emb" in called:
+            raise self.drift(
+                "GemmaModel.forward",
+                "forward computes rotary position embeddings "
+                "(`self.rotary_emb(...)`) for the layers: a shape this codemod does not know",
+            )
+        if not any(m.matches(x, _LAYER_LOOP) for x in s.fn_body(forward)):
+            raise self.drift("GemmaModel.forward", "no top-level `for decoder_layer in self.layers:` loop")
         if "self._gradient_checkpointing_func" not in called:
             raise self.drift(
                 "GemmaModel.forward",
@@ -279,7 +293,16 @@ class MaskGeneration(VaccCodemod):
         if hit is None:
             raise self.drift(f"{head}.forward", f"{head} has no forward", anchor=head)
         k, forward = hit
-        if "cache_position" not in s.param_names(forward):
+        params = s.param_names(forward)
+        unknown = [p for p in params[1:] if p not in HEAD_PARAMS | {"cache_position"}]
+        if unknown:
+            raise self.drift(
+                f"{head}.forward",
+                f"forward takes {', '.join(unknown)}: not a parameter of the "
+                "tuple-cache head and not one this codemod knows how to remove",
+                anchor=head,
+            )
+        if "cache_position" not in params:
             self.met("head-tuple-cache")
             return cls
         if "self.model" not in s.calls(forward):

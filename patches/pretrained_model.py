@@ -43,10 +43,6 @@ BACKEND_FLAGS = (
 NEUTRAL_FLAGS = ("_supports_param_buffer_assignment",)
 HOOKS = ("_setup_cache", "_reset_cache")
 
-_FLAG = s.assigns(
-    m.Name(m.MatchIfTrue(lambda n: n.startswith("_supports_") or n == "_can_compile_fullgraph"))
-)
-
 
 class PretrainedModel(VaccCodemod):
     """``GemmaPreTrainedModel`` declaring no backend, cache-class, static-cache or compile support."""
@@ -70,26 +66,33 @@ class PretrainedModel(VaccCodemod):
                 nearest=next((n for n in s.names(module.body) if "Pre" in n), None),
             )
         i, cls = hit
+        self._changed = False
         body: list[cst.BaseStatement] = []
-        changed = False
         for stmt in s.class_body(cls):
-            name = s.stmt_name(stmt)
-            if name in HOOKS:
-                changed = True
+            if s.stmt_name(stmt) in HOOKS:
+                self._changed = True
                 continue
-            if m.matches(stmt, _FLAG) and name not in NEUTRAL_FLAGS:
-                if name not in BACKEND_FLAGS:
-                    raise self.drift(
-                        f"GemmaPreTrainedModel.{name}",
-                        f"unknown routing flag {name}",
-                        anchor="GemmaPreTrainedModel",
-                    )
-                assign = stmt.body[0]
-                if not m.matches(assign.value, m.Name("False")):
-                    changed = True
-                    stmt = stmt.with_changes(body=[assign.with_changes(value=cst.Name("False"))])
+            if isinstance(stmt, cst.SimpleStatementLine):
+                stmt = stmt.with_changes(body=[self._flag(x) for x in stmt.body])
             body.append(stmt)
-        self.met("backend-flags" if changed else "no-backends")
-        if not changed:
+        self.met("backend-flags" if self._changed else "no-backends")
+        if not self._changed:
             return module
         return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))
+
+    def _flag(self, small: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
+        """A routing flag (plain, annotated, or one of several on a line) set to False."""
+        hit = s.assignment(small)
+        if hit is None:
+            return small
+        name, value = hit
+        if not (name.startswith("_supports_") or name == "_can_compile_fullgraph") or name in NEUTRAL_FLAGS:
+            return small
+        if name not in BACKEND_FLAGS:
+            raise self.drift(
+                f"GemmaPreTrainedModel.{name}", f"unknown routing flag {name}", anchor="GemmaPreTrainedModel"
+            )
+        if value is None or m.matches(value, m.Name("False")):
+            return small
+        self._changed = True
+        return small.with_changes(value=cst.Name("False"))

@@ -67,14 +67,10 @@ APPLY_ROTARY_POS_EMB = s.parse_def(
     '''
 )
 
-_LAZY_INV_FREQ = m.If(
-    test=m.Comparison(left=s.self_attr("inv_freq"), comparisons=[m.ComparisonTarget(operator=m.Is())]),
-    body=m.IndentedBlock(body=[s.assigns(s.self_attr("inv_freq"))]),
+_INV_FREQ_IS_NONE = m.If(
+    test=m.Comparison(left=s.self_attr("inv_freq"), comparisons=[m.ComparisonTarget(operator=m.Is())])
 )
-_LOCAL_INV_FREQ = s.assigns(m.Name("inv_freq"))
-_UNSQUEEZE_COS = s.assigns(
-    m.Name("cos"), m.Call(func=m.Attribute(value=m.Name("cos"), attr=m.Name("unsqueeze")))
-)
+_UNSQUEEZE_COS = m.Call(func=m.Attribute(value=m.Name("cos"), attr=m.Name("unsqueeze")))
 
 
 def table_forward(inv_freq: cst.BaseExpression) -> cst.FunctionDef:
@@ -127,14 +123,14 @@ class RotaryEmbedding(VaccCodemod):
             )
         k, forward = hit
         stmts = s.fn_body(forward)
-        lazy = s.first_index(stmts, lambda x: m.matches(x, _LAZY_INV_FREQ))
-        if lazy is not None:
+        lazy = [x for x in stmts if m.matches(x, _INV_FREQ_IS_NONE)]
+        expr = s.find_assignment(lazy[0].body, "self.inv_freq") if lazy else None
+        if expr is not None:
             self.met("lazy-inv-freq")
-            expr = stmts[lazy].body.body[0].body[0].value
             new = s.keep_leading(forward, table_forward(expr))
             return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
-        local = s.first_index(stmts, lambda x: m.matches(x, _LOCAL_INV_FREQ))
-        if local is not None and s.same_code(forward, table_forward(stmts[local].body[0].value)):
+        local = s.find_assignment(stmts, "inv_freq")
+        if local is not None and s.same_code(forward, table_forward(local)):
             self.met("table")
             return cls
         raise self.drift(
@@ -148,9 +144,8 @@ class RotaryEmbedding(VaccCodemod):
             self.met("gathered")
             return fn
         params = s.param_names(fn)
-        if params[:4] == ["q", "k", "cos", "sin"] and any(
-            m.matches(x, _UNSQUEEZE_COS) for x in s.fn_body(fn)
-        ):
+        unsqueezed = s.find_assignment(s.fn_body(fn), "cos")
+        if params[:4] == ["q", "k", "cos", "sin"] and m.matches(unsqueezed, _UNSQUEEZE_COS):
             self.met("unsqueeze")
             return s.blank_lines(APPLY_ROTARY_POS_EMB, 2)
         raise self.drift(

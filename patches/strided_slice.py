@@ -27,7 +27,7 @@ from patches._base import VaccCodemod
 
 CONFIG_READS = s.parse_stmts(
     """
-    # vacc strided_slice: with insert_slice set and iter_num 0 (prefill graph) only the last position is kept
+    # vacc strided_slice: the prefill graph (insert_slice set, iter_num 0) keeps the last position only
     self.iter_num = getattr(config, "iter_num", 0)
     self.insert_slice = getattr(config, "insert_slice", 0)
     """
@@ -43,9 +43,8 @@ CONFIG_READS[0] = CONFIG_READS[0].with_changes(
     leading_lines=[cst.EmptyLine(indent=False), *CONFIG_READS[0].leading_lines]
 )
 
-_POST_INIT = m.SimpleStatementLine(body=[m.Expr(m.Call(func=s.self_attr("post_init")))])
-_NORM = s.assigns(m.Name("hidden_states"), m.Call(func=s.self_attr("norm")))
-_READS = s.assigns(s.self_attr("iter_num"))
+_POST_INIT = m.Expr(m.Call(func=s.self_attr("post_init")))
+_NORM = m.Assign(targets=[m.AssignTarget(m.Name("hidden_states"))], value=m.Call(func=s.self_attr("norm")))
 
 
 class StridedSlice(VaccCodemod):
@@ -70,8 +69,8 @@ class StridedSlice(VaccCodemod):
                 "GemmaModel.__init__", "GemmaModel lacks __init__ or forward", anchor="GemmaModel"
             )
         init_body, fwd_body = s.fn_body(init[1]), s.fn_body(forward[1])
-        post_init = s.first_index(init_body, lambda x: m.matches(x, _POST_INIT))
-        norm = s.first_index(fwd_body, lambda x: m.matches(x, _NORM))
+        post_init = s.statement_index(init_body, lambda x: m.matches(x, _POST_INIT))
+        norm = s.statement_index(fwd_body, lambda x: m.matches(x, _NORM))
         if post_init is None:
             raise self.drift(
                 "GemmaModel.__init__",
@@ -84,9 +83,19 @@ class StridedSlice(VaccCodemod):
                 "no top-level `hidden_states = self.norm(hidden_states)` in forward",
                 anchor="GemmaModel.forward",
             )
-        if any(m.matches(x, _READS) for x in init_body):
+        reads = [s.find_assignment(init_body, f"self.{n}") for n in ("iter_num", "insert_slice")]
+        sliced = any(isinstance(x, cst.If) and s.same_code(x, SLICE[0]) for x in fwd_body)
+        if all(x is not None for x in reads) and sliced:
             self.met("sliced")
             return module
+        if any(x is not None for x in reads) or sliced:
+            raise self.drift(
+                "GemmaModel.forward",
+                "iter_num/insert_slice half present: config reads "
+                f"{'found' if any(x is not None for x in reads) else 'missing'}, slice "
+                f"{'found' if sliced else 'missing'}",
+                anchor="GemmaModel",
+            )
         self.met("post-init")
         init_body[post_init:post_init] = CONFIG_READS
         fwd_body[norm + 1 : norm + 1] = SLICE

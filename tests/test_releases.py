@@ -12,11 +12,12 @@ from releases import DISTINCT_SUPPORTED, DISTINCT_UNSUPPORTED, SUPPORTED, fetch
 from patcher import claims, engine
 from patcher.errors import DriftError
 from patcher.generate import generate, notice
+from patcher.outputs import COMPANION_DIR, MODELING
 
 pytestmark = pytest.mark.network
 
 SERIES = engine.load_series()
-MODELING_SERIES = [c for c in SERIES if c.FILE == engine.MODELING]
+MODELING_SERIES = [c for c in SERIES if c.FILE == MODELING]
 
 
 @pytest.fixture(scope="module", params=SUPPORTED)
@@ -46,7 +47,7 @@ def test_series_is_idempotent_on_its_own_output(output):
     again = engine.run(
         text,
         SERIES,
-        notice=notice(up, engine.MODELING, up.modeling_sha256, [c.NAME for c in MODELING_SERIES]),
+        notice=notice(up, MODELING, up.modeling_sha256, [c.NAME for c in MODELING_SERIES]),
     )
     assert again.code == text
 
@@ -110,7 +111,7 @@ def test_configuration_output_has_absolute_imports(output):
 
 
 def test_companion_is_shipped_as_is(output):
-    assert output.files["quantization_vacc.py"] == (engine.COMPANION_DIR / "quantization_vacc.py").read_text()
+    assert output.files["quantization_vacc.py"] == (COMPANION_DIR / "quantization_vacc.py").read_text()
 
 
 @pytest.mark.parametrize("version", DISTINCT_UNSUPPORTED)

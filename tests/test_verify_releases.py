@@ -9,7 +9,8 @@ import pytest
 from releases import VERIFIED, fetch
 
 from patcher import engine, verify
-from patcher.generate import generate, write_output
+from patcher.generate import generate
+from patcher.outputs import write_output
 
 pytestmark = [pytest.mark.verify, pytest.mark.network]
 

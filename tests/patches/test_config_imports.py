@@ -110,7 +110,7 @@ def test_idempotent(source: str) -> None:
     ],
 )
 def test_drift(source: str) -> None:
-    assert_drift(ConfigImports, source, "GemmaConfig")
+    assert_drift(ConfigImports, source, "<imports>")
 
 
 def test_formatting_insensitive() -> None:

@@ -463,9 +463,6 @@ def test_drift(source: str, target: str) -> None:
     assert_drift(MaskGeneration, source, target)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a head taking (num_)logits_to_keep is accepted and keeps it (SPEC §4 heads)"
-)
 def test_logits_to_keep_is_not_left_in_the_causal_lm_head() -> None:
     """Upstream 4.45-4.47 has `num_logits_to_keep`, 4.50+ `logits_to_keep`, beside cache_position."""
     before = UPSTREAM.replace(

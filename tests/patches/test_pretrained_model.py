@@ -163,9 +163,6 @@ def test_drift(source: str, target: str) -> None:
     assert_drift(PretrainedModel, source, target)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="an annotated flag `_supports_sdpa: bool = True` is kept True (not drift)"
-)
 def test_annotated_flag_is_not_left_true() -> None:
     try:
         code, _ = apply(PretrainedModel, KEPT + "    _supports_sdpa: bool = True\n")
@@ -174,9 +171,6 @@ def test_annotated_flag_is_not_left_true() -> None:
     assert "_supports_sdpa: bool = True" not in code
 
 
-@pytest.mark.xfail(
-    strict=True, reason="flags joined by `;` on one line are not seen: kept True, shape no-backends"
-)
 def test_flags_on_one_line_are_not_left_true() -> None:
     source = KEPT + "    _supports_flash_attn_2 = True; _supports_sdpa = True\n"
     try:

@@ -259,7 +259,6 @@ ONE_LINE_LAZY = LAZY_FORWARD.replace(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="`if self.inv_freq is None: self.inv_freq = ...` on one line is drift")
 def test_one_line_lazy_if_is_only_formatting() -> None:
     assert ONE_LINE_LAZY != LAZY_FORWARD
     assert_formatting_insensitive(
@@ -267,9 +266,6 @@ def test_one_line_lazy_if_is_only_formatting() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="`cos = cos.unsqueeze(d); sin = sin.unsqueeze(d)` on one line is drift"
-)
 def test_semicolon_joined_unsqueeze_is_only_formatting() -> None:
     joined = UPSTREAM.replace(
         "    cos = cos.unsqueeze(unsqueeze_dim)\n    sin = sin.unsqueeze(unsqueeze_dim)\n",

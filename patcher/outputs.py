@@ -1,0 +1,203 @@
+"""Outputs: what one release's generation produced, where it is written, and its reuse.
+
+This module imports no libcst on purpose.  An output depends only on the upstream files,
+the codemod sources and the notice (SPEC §8), so it is cached content-addressed under that
+key; ``patcher apply`` on a cached output never loads the engine, which is what keeps it
+within a small multiple of ``python -c "import libcst"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import patches
+from patcher.cache import BlobCache, cache_root
+from patcher.errors import UsageError
+from patcher.upstream import Upstream
+
+PATCHES_DIR = Path(patches.__file__).resolve().parent
+COMPANION_DIR = PATCHES_DIR / "companion"
+MODELING = "modeling_gemma.py"
+CONFIGURATION = "configuration_gemma.py"
+OUTPUT_NAMES = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuration_gemma_vacc.py"}
+COMPANIONS = ("quantization_vacc.py",)
+OUTPUT_FILES = (*OUTPUT_NAMES.values(), *COMPANIONS)
+NOTICE_MARK = patches.NOTICE_MARK
+
+
+@dataclass(frozen=True)
+class Report:
+    """One codemod's effect on one file: the shapes it met and the lines it changed."""
+
+    codemod: str
+    file: str
+    shapes: tuple[str, ...]
+    added: int
+    removed: int
+
+
+@dataclass
+class Output:
+    """The generated files of one release (name -> source) and the codemods' reports."""
+
+    upstream: Upstream
+    files: dict[str, str]
+    reports: list[Report] = field(default_factory=list)
+
+    def digests(self) -> dict[str, str]:
+        return {name: hashlib.sha256(text.encode()).hexdigest() for name, text in self.files.items()}
+
+
+# -- reuse -----------------------------------------------------------------------------------
+#: patcher's own modules that shape an output (the runner, the notice).
+_GENERATORS = ("engine.py", "generate.py", "outputs.py")
+
+
+def series_digest(directory: Path = PATCHES_DIR) -> str:
+    """sha256 over every codemod source, the series file, the companion files and the
+    modules of patcher that run them."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    paths = sorted([*directory.glob("*.py"), directory / "series", *(directory / "companion").glob("*.py")])
+    for path in [*paths, *(here / name for name in _GENERATORS)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def output_key(upstream: Upstream, codemods: list[str] | None) -> str:
+    """The key of an output: everything it is a function of."""
+    parts = {
+        "series": series_digest(),
+        "codemods": codemods,
+        "version": upstream.version,
+        "origin": upstream.origin if upstream.version is None else None,
+        "modeling": upstream.modeling_sha256,
+        "configuration": upstream.configuration_sha256,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class OutputCache:
+    """Generated outputs by key: a small JSON manifest per key, the files as blobs."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or cache_root()) / "outputs"
+        self.blobs = BlobCache(root)
+
+    def get(self, key: str, upstream: Upstream) -> Output | None:
+        try:
+            manifest = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8"))
+            files = {}
+            for name, sha in manifest["files"].items():
+                data = self.blobs.get(sha)  # checked against its digest; damaged -> None
+                if data is None:
+                    return None
+                files[name] = data.decode("utf-8")
+            reports = [
+                Report(r["codemod"], r["file"], tuple(r["shapes"]), r["added"], r["removed"])
+                for r in manifest["reports"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return Output(upstream, files, reports)
+
+    def put(self, key: str, output: Output) -> None:
+        try:
+            files = {name: self.blobs.put(text.encode("utf-8")) for name, text in output.files.items()}
+            manifest = {"files": files, "reports": [asdict(r) for r in output.reports]}
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".manifest-")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.root / f"{key}.json")
+        except OSError:
+            pass  # the cache is an optimisation: failing to fill it must not fail the command
+
+
+def generate_cached(upstream: Upstream, codemods: list[str] | None = None) -> Output:
+    """The output for ``upstream`` (optionally only the named codemods), reused when an
+    identical generation is cached; the engine is imported only when it has to run."""
+    key = output_key(upstream, codemods)
+    cache = OutputCache()
+    reuse = os.environ.get("PATCHER_OUTPUT_CACHE", "1") != "0"
+    output = cache.get(key, upstream) if reuse else None
+    if output is None:
+        from patcher import engine
+        from patcher.generate import generate
+
+        output = generate(upstream, engine.select(engine.load_series(), codemods))
+        cache.put(key, output)
+    return output
+
+
+# -- writing ---------------------------------------------------------------------------------
+def default_out_dir(upstream: Upstream) -> Path:
+    return Path("build") / f"transformers-{upstream.version or 'local'}"
+
+
+def _foreign_files(directory: Path) -> list[str]:
+    """Files in ``directory`` that patcher did not write."""
+    foreign = []
+    for path in sorted(directory.iterdir()):
+        if path.name == "__pycache__":
+            continue
+        if path.name not in OUTPUT_FILES or not path.is_file():
+            foreign.append(path.name)
+        elif path.name in OUTPUT_NAMES.values() and NOTICE_MARK not in _head(path):
+            foreign.append(path.name)
+    return foreign
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.read(4096)
+    except OSError:
+        return ""
+
+
+def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -> None:
+    """Write ``files`` into ``out_dir`` so that readers see the old set or the new, never a mix.
+
+    The files are written to a sibling temporary directory which then takes the place of
+    ``out_dir``.  A directory holding files patcher did not write is refused unless ``force``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UsageError(f"--out {out_dir} is a file, not a directory; choose another --out")
+        foreign = _foreign_files(out_dir)
+        if foreign and not force:
+            raise UsageError(
+                f"{out_dir} holds files patcher did not write ({', '.join(foreign[:3])}); "
+                "choose another --out or pass --force"
+            )
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write to {parent}: {exc.strerror}; choose another --out") from None
+    try:
+        for name, text in files.items():
+            with open(tmp / name, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o755)
+        old = None
+        if out_dir.exists():
+            old = parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UsageError(f"cannot write {out_dir}: {exc.strerror}; choose another --out") from None
