@@ -198,8 +198,6 @@ def verify_output(
         return crashed_report(version, proc.stderr, seconds)
     tail = "\n".join(proc.stderr.splitlines()[-STDERR_TAIL_LINES:])
     report = VerifyReport(version, checks, seconds=seconds, stderr_tail=tail, versions=versions)
-    if progress:
-        progress(f"transformers {version}: {len(checks) - len(report.failed)}/{len(checks)} checks passed")
     return report
 
 
