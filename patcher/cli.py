@@ -8,6 +8,7 @@ traceback only under ``--debug``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
@@ -32,11 +33,11 @@ a difference.
 """
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _upstream(spec: str | None, progress: Callable[[str], None] = _say, args=None) -> upstream.Upstream:
+def upstream_for(spec: str | None, progress: Callable[[str], None] = say, args=None) -> upstream.Upstream:
     if args is not None and getattr(args, "upstream", None):
         config = Path(args.config_upstream) if args.config_upstream else None
         return upstream.from_files(Path(args.upstream), config)
@@ -50,7 +51,7 @@ def _upstream(spec: str | None, progress: Callable[[str], None] = _say, args=Non
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace) -> int:
-    up = _upstream(args.transformers, args=args)
+    up = upstream_for(args.transformers, args=args)
     output = generate_cached(up, args.codemod)
     out_dir = Path(args.out) if args.out else default_out_dir(up)
     write_output(output.files, out_dir, force=args.force)
@@ -93,7 +94,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from patcher import diffing, engine
     from patcher.generate import notice
 
-    up = _upstream(args.transformers)
+    up = upstream_for(args.transformers)
     series = engine.load_series()
     if args.codemod:
         engine.select(series, [args.codemod])  # validates the name
@@ -157,7 +158,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
         raise UsageError("give release versions to pin, or --latest (not both)")
     wanted = [pins.latest_release()] if args.latest else [versions.check_release(v) for v in args.versions]
     for version in wanted:
-        _say(f"pinning transformers {version} ...")
+        say(f"pinning transformers {version} ...")
         pin = pins.pin_release(version)
         print(f"pinned {pin.version}: {pin.wheel} modeling_gemma.py {pin.files['modeling_gemma.py'][:12]}…")
     return 0
@@ -166,19 +167,24 @@ def cmd_pin(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from patcher import verify  # imported here: only this command needs it
 
-    up = _upstream(args.transformers)
+    up = upstream_for(args.transformers)
     if up.version is None:
         raise UsageError("verify needs a release (its environment); a local file has none")
     output = generate_cached(up)
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)
-        report = verify.verify_output(up.version, out_dir, progress=_say)
+        report = verify.verify_output(up.version, out_dir, progress=say)
     print(verify.render_table(report))
     return 0 if report.ok else 1
 
 
 # -- parser ----------------------------------------------------------------------------------
+#: Modules adding more commands: each has ``register(command)``, where ``command(name, func,
+#: help)`` returns the new sub-parser.  They must be cheap to import (no libcst at import).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patcher",
@@ -238,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", cmd_verify, "verify one release's output against upstream (SPEC section 6)")
     p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(command)
     return parser
 
 
@@ -255,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except PatcherError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]
         for line in lines:
-            _say(f"patcher: {line}")
+            say(f"patcher: {line}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _say("patcher: interrupted")
+        say("patcher: interrupted")
         return 130
     except BrokenPipeError:  # the reader went away (`patcher diff | head`): not an error
         import os
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            _say(
+            say(
                 f"patcher: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
             )
         return 1
