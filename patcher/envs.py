@@ -42,8 +42,10 @@ TORCH_VERSION = "2.13.0"
 PYTHON_VERSION = "3.11"
 BASE_NAME = f"base-torch{TORCH_VERSION}-py{PYTHON_VERSION}"
 BASE_REQUIREMENTS = (f"torch=={TORCH_VERSION}", "onnx", "onnxruntime", "numpy")
-# Packages the base venv provides; a release's target dir must not shadow them.
-PROVIDED_BY_BASE = ("torch", "numpy", "onnx", "onnxruntime")
+# Packages the base venv provides; a release's target dir must not shadow them.  numpy is
+# not among them: some releases (4.42-4.4x) require numpy<2, which their target dir then
+# provides (torch 2.13 and onnxruntime run with numpy 1.26 as well).
+PROVIDED_BY_BASE = ("torch", "onnx", "onnxruntime")
 MARKER = ".patcher-env-complete"
 
 Progress = Callable[[str], None]

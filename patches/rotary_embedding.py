@@ -8,18 +8,26 @@ Contract (SPEC §4.3): ``GemmaRotaryEmbedding.forward(x, position_ids, seq_len)`
 ``cos, sin`` of shape ``[seq_len, head_dim]`` for positions ``0 … seq_len-1``, computed in
 float32 with autocast off, cast to ``x.dtype``; ``seq_len`` may be a 0-d tensor.
 ``apply_rotary_pos_emb(q, k, cos, sin, position_ids)`` gathers ``cos[position_ids]`` and
-unsqueezes the head axis.  The frequencies are upstream's own expression, so the rotary
-base and dimension come from wherever that release keeps them.
+unsqueezes the head axis.
+
+How: upstream's own ``forward(x, position_ids)`` — which computes cos/sin at given
+positions in float32 with autocast off — is kept byte for byte under the name
+``_forward_at_positions``, and the new ``forward`` asks it for positions ``0 … seq_len-1``.
+So the frequencies, the rotary base (wherever that release's config keeps it), the
+attention scaling of advanced RoPE types and any dynamic-RoPE update stay upstream's.
+``__init__`` is kept as it is.
 
 Shapes recognised:
 
-* ``lazy-inv-freq`` — ``GemmaRotaryEmbedding.forward(self, x, position_ids, seq_len=None)``
-  computing ``self.inv_freq = <expr>`` on first use, then ``inv_freq @ position_ids``:
-  forward becomes the table form, reusing ``<expr>``; ``__init__`` is kept;
+* ``position-forward`` — ``GemmaRotaryEmbedding.forward(self, x, position_ids, ...)``
+  returning ``cos, sin`` at the given positions (every release so far: lazy or buffered
+  ``inv_freq``, config-based ``rope_init_fn``, ``@dynamic_rope_update``): renamed and wrapped;
 * ``table`` — the table form this codemod writes (its own output);
-* ``unsqueeze`` — ``apply_rotary_pos_emb`` doing ``cos = cos.unsqueeze(unsqueeze_dim)``
-  on per-position tables: replaced by the gathering form;
+* ``unsqueeze`` — ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` doing
+  ``cos = cos.unsqueeze(unsqueeze_dim)`` on per-position tables: replaced by the gathering form;
 * ``gathered`` — ``apply_rotary_pos_emb`` already gathering ``cos[position_ids]``.
+
+A rotary class without a ``forward(x, position_ids)`` returning two values is drift.
 """
 
 from __future__ import annotations
@@ -30,25 +38,19 @@ import libcst.matchers as m
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
+UPSTREAM_FORWARD = "_forward_at_positions"
+
 TABLE_FORWARD = s.parse_def(
     """
-@torch.no_grad()
-def forward(self, x, position_ids=None, seq_len=None):
-    # x: [bs, num_attention_heads, seq_len, head_size]
-    # vacc: cos/sin tables for positions 0 .. seq_len-1; apply_rotary_pos_emb gathers them by position_ids
-    if seq_len is None:
-        seq_len = x.shape[-2]
-    inv_freq = __inv_freq__
-    device_type = x.device.type
-    device_type = device_type if isinstance(device_type, str) and device_type != "mps" else "cpu"
-    with torch.autocast(device_type=device_type, enabled=False):
-        t = torch.arange(seq_len, device=x.device, dtype=torch.int64).float()
-        freqs = t[:, None] * inv_freq[None, :].float()
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = emb.cos()
-        sin = emb.sin()
-    return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
-"""
+    def forward(self, x, position_ids=None, seq_len=None):
+        # vacc: cos/sin tables [seq_len, head_dim] for positions 0 .. seq_len-1, computed by upstream's
+        # forward (kept as _forward_at_positions); apply_rotary_pos_emb gathers them by position_ids
+        if seq_len is None:
+            seq_len = x.shape[-2]
+        positions = torch.arange(seq_len, device=x.device, dtype=torch.int64)[None, :]
+        cos, sin = self._forward_at_positions(x, positions)
+        return cos[0], sin[0]
+    """
 )
 
 APPLY_ROTARY_POS_EMB = s.parse_def(
@@ -67,15 +69,7 @@ APPLY_ROTARY_POS_EMB = s.parse_def(
     '''
 )
 
-_INV_FREQ_IS_NONE = m.If(
-    test=m.Comparison(left=s.self_attr("inv_freq"), comparisons=[m.ComparisonTarget(operator=m.Is())])
-)
 _UNSQUEEZE_COS = m.Call(func=m.Attribute(value=m.Name("cos"), attr=m.Name("unsqueeze")))
-
-
-def table_forward(inv_freq: cst.BaseExpression) -> cst.FunctionDef:
-    """The table-form forward computing the frequencies with upstream's expression."""
-    return s.fill(TABLE_FORWARD, inv_freq=inv_freq)
 
 
 class RotaryEmbedding(VaccCodemod):
@@ -83,10 +77,10 @@ class RotaryEmbedding(VaccCodemod):
 
     NAME = "rotary-embedding"
     DESCRIPTION = "Rotary embedding as [seq_len, head_dim] cos/sin tables gathered by position_ids."
-    TARGETS = ("GemmaRotaryEmbedding", "apply_rotary_pos_emb")
+    TARGETS = ("GemmaRotaryEmbedding.forward", f"GemmaRotaryEmbedding.{UPSTREAM_FORWARD}", "apply_rotary_pos_emb")
     SHAPES = {
-        "lazy-inv-freq": "forward(x, position_ids, seq_len=None) computing `self.inv_freq = <expr>` on first use",
-        "table": "forward returning [seq_len, head_dim] tables (this codemod's output)",
+        "position-forward": "upstream forward(x, position_ids, ...) returning cos, sin at the given positions",
+        "table": "forward returning [seq_len, head_dim] tables from _forward_at_positions (this codemod's output)",
         "unsqueeze": "apply_rotary_pos_emb doing `cos = cos.unsqueeze(unsqueeze_dim)`",
         "gathered": "apply_rotary_pos_emb gathering `cos[position_ids]` (this codemod's output)",
     }
@@ -114,30 +108,29 @@ class RotaryEmbedding(VaccCodemod):
         return module.with_changes(body=body)
 
     def _rotary(self, cls: cst.ClassDef) -> cst.ClassDef:
+        body = s.class_body(cls)
         hit = s.find_method(cls, "forward")
         if hit is None:
             raise self.drift(
-                "GemmaRotaryEmbedding.forward",
-                "GemmaRotaryEmbedding has no forward",
-                anchor="GemmaRotaryEmbedding",
+                "GemmaRotaryEmbedding.forward", "GemmaRotaryEmbedding has no forward", anchor="GemmaRotaryEmbedding"
             )
         k, forward = hit
-        stmts = s.fn_body(forward)
-        lazy = [x for x in stmts if m.matches(x, _INV_FREQ_IS_NONE)]
-        expr = s.find_assignment(lazy[0].body, "self.inv_freq") if lazy else None
-        if expr is not None:
-            self.met("lazy-inv-freq")
-            new = s.keep_leading(forward, table_forward(expr))
-            return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
-        local = s.find_assignment(stmts, "inv_freq")
-        if local is not None and s.same_code(forward, table_forward(local)):
+        kept = s.find(body, UPSTREAM_FORWARD)
+        if kept is not None and s.same_code(forward, TABLE_FORWARD):
             self.met("table")
             return cls
-        raise self.drift(
-            "GemmaRotaryEmbedding.forward",
-            "forward neither computes `self.inv_freq` lazily nor is the table form",
-            nearest=f"forward({', '.join(s.param_names(forward))})",
-        )
+        params = s.param_names(forward)
+        returns = [x for x in s.small_statements(s.fn_body(forward)) if isinstance(x, cst.Return)]
+        if kept is not None or params[:3] != ["self", "x", "position_ids"] or not _returns_pair(returns):
+            raise self.drift(
+                "GemmaRotaryEmbedding.forward",
+                "forward is neither upstream's `forward(x, position_ids)` returning cos, sin nor the table form",
+                nearest=f"forward({', '.join(params)})",
+            )
+        self.met("position-forward")
+        renamed = forward.with_changes(name=cst.Name(UPSTREAM_FORWARD))
+        body[k : k + 1] = [renamed, s.blank_lines(TABLE_FORWARD, 1)]
+        return s.with_class_body(cls, body)
 
     def _apply(self, fn: cst.FunctionDef) -> cst.FunctionDef:
         if s.same_code(fn, APPLY_ROTARY_POS_EMB):
@@ -157,3 +150,8 @@ class RotaryEmbedding(VaccCodemod):
 
 def _nearest(module: cst.Module, word: str) -> str | None:
     return next((n for n in s.names(module.body) if word.lower() in n.lower()), None)
+
+
+def _returns_pair(returns: list[cst.Return]) -> bool:
+    """The forward ends in ``return a, b`` (cos, sin)."""
+    return bool(returns) and isinstance(returns[-1].value, cst.Tuple) and len(returns[-1].value.elements) == 2

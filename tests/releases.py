@@ -14,7 +14,7 @@ from packaging.version import Version
 from patcher import pins, upstream
 
 PINNED = list(pins.load_pins())
-NEWEST_SUPPORTED = Version("4.40.2")
+NEWEST_SUPPORTED = Version("4.44.2")
 SUPPORTED = [v for v in PINNED if Version(v) <= NEWEST_SUPPORTED]
 UNSUPPORTED = [v for v in PINNED if Version(v) > NEWEST_SUPPORTED]
 
@@ -30,8 +30,8 @@ def _distinct(versions: list[str]) -> list[str]:
 
 DISTINCT_SUPPORTED = _distinct(SUPPORTED)
 DISTINCT_UNSUPPORTED = _distinct(UNSUPPORTED)
-#: The releases the default suite verifies end to end (issue 2).
-VERIFIED = ["4.38.0", "4.38.2", "4.39.3", "4.40.2"]
+#: The releases the default suite verifies end to end: one per distinct upstream file.
+VERIFIED = DISTINCT_SUPPORTED
 
 
 @functools.cache

@@ -44,27 +44,43 @@ LAZY_FORWARD = """
         return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
 """  # noqa: E501
 
-# The contract's table form, with upstream's own frequency expression (one level less indented).
-TABLE_FORWARD = """
-    @torch.no_grad()
+# The contract's table form: upstream's forward kept as _forward_at_positions, and a forward
+# asking it for positions 0 .. seq_len-1.
+KEPT_FORWARD = LAZY_FORWARD.replace(
+    "def forward(self, x, position_ids", "def _forward_at_positions(self, x, position_ids"
+)
+TABLE_FORWARD = (
+    KEPT_FORWARD
+    + """
     def forward(self, x, position_ids=None, seq_len=None):
-        # x: [bs, num_attention_heads, seq_len, head_size]
-        # vacc: cos/sin tables for positions 0 .. seq_len-1; apply_rotary_pos_emb gathers them by position_ids
+        # vacc: cos/sin tables [seq_len, head_dim] for positions 0 .. seq_len-1, computed by upstream's
+        # forward (kept as _forward_at_positions); apply_rotary_pos_emb gathers them by position_ids
         if seq_len is None:
             seq_len = x.shape[-2]
-        inv_freq = 1.0 / (
-            self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=x.device).float() / self.dim)
-        )
-        device_type = x.device.type
-        device_type = device_type if isinstance(device_type, str) and device_type != "mps" else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
-            t = torch.arange(seq_len, device=x.device, dtype=torch.int64).float()
-            freqs = t[:, None] * inv_freq[None, :].float()
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos = emb.cos()
-            sin = emb.sin()
-        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+        positions = torch.arange(seq_len, device=x.device, dtype=torch.int64)[None, :]
+        cos, sin = self._forward_at_positions(x, positions)
+        return cos[0], sin[0]
 """
+)
+
+# 4.41+: inv_freq computed in __init__ (a buffer), forward multiplies it with position_ids.
+EAGER_INV_FREQ_FORWARD = """
+    @torch.no_grad()
+    def forward(self, x, position_ids):
+        inv_freq_expanded = self.inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
+        position_ids_expanded = position_ids[:, None, :].float()
+        freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype=x.dtype), emb.sin().to(dtype=x.dtype)
+"""
+
+
+EAGER_TABLE_FORWARD = (
+    EAGER_INV_FREQ_FORWARD.replace(
+        "def forward(self, x, position_ids):", "def _forward_at_positions(self, x, position_ids):"
+    )
+    + TABLE_FORWARD[len(KEPT_FORWARD) :]
+)
 
 # Not a target: must come through byte for byte.
 ROTATE_HALF = '''
@@ -124,12 +140,18 @@ OUTPUT = INIT + TABLE_FORWARD + ROTATE_HALF + GATHERED_APPLY + MLP
 @pytest.mark.parametrize(
     ("before", "after", "shapes"),
     [
-        pytest.param(UPSTREAM, OUTPUT, ("lazy-inv-freq", "unsqueeze"), id="lazy-inv-freq+unsqueeze"),
+        pytest.param(UPSTREAM, OUTPUT, ("position-forward", "unsqueeze"), id="position-forward+unsqueeze"),
         pytest.param(
             INIT + LAZY_FORWARD + ROTATE_HALF + GATHERED_APPLY + MLP,
             OUTPUT,
-            ("lazy-inv-freq", "gathered"),
-            id="lazy-inv-freq-only",
+            ("position-forward", "gathered"),
+            id="position-forward-only",
+        ),
+        pytest.param(
+            INIT + EAGER_INV_FREQ_FORWARD + ROTATE_HALF + UNSQUEEZE_APPLY + MLP,
+            INIT + EAGER_TABLE_FORWARD + ROTATE_HALF + GATHERED_APPLY + MLP,
+            ("position-forward", "unsqueeze"),
+            id="buffered-inv-freq",
         ),
         pytest.param(
             INIT + TABLE_FORWARD + ROTATE_HALF + UNSQUEEZE_APPLY + MLP,
@@ -144,7 +166,8 @@ def test_rewrites(before: str, after: str, shapes: tuple[str, ...]) -> None:
 
 
 def test_frequencies_are_upstreams() -> None:
-    """The rotary base/dimension stay wherever upstream keeps them (here: a config attribute)."""
+    """The rotary base/dimension stay wherever upstream keeps them (here: a config attribute):
+    upstream's own position forward is kept, so its frequencies are too."""
     before = UPSTREAM.replace("self.base ** (", "self.config.rope_theta ** (")
     assert before != UPSTREAM
     code, _ = apply(RotaryEmbedding, before)
@@ -157,9 +180,9 @@ def test_frequencies_are_upstreams() -> None:
         pytest.param(OUTPUT, id="table+gathered_noop"),
         pytest.param(
             INIT
-            + TABLE_FORWARD.replace('"mps"', "'mps'").replace(
-                "        if seq_len is None:", "        # c\n        if seq_len is None:"
-            )
+            + TABLE_FORWARD.replace('"mps"', "'mps'")
+            .replace("        if seq_len is None:", "        # c\n        if seq_len is None:")
+            .replace("cos[0], sin[0]", "(cos[0], sin[0])")
             + ROTATE_HALF
             + GATHERED_APPLY.replace("return q_embed, k_embed", "return (q_embed, k_embed)")
             + MLP,
@@ -181,18 +204,6 @@ def test_idempotent() -> None:
     assert_idempotent(RotaryEmbedding, UPSTREAM)
 
 
-# 4.48+: inv_freq computed in __init__, forward multiplies it with position_ids.
-EAGER_INV_FREQ_FORWARD = """
-    @torch.no_grad()
-    def forward(self, x, position_ids):
-        inv_freq_expanded = self.inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
-        position_ids_expanded = position_ids[:, None, :].float()
-        freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype=x.dtype), emb.sin().to(dtype=x.dtype)
-"""
-
-
 @pytest.mark.parametrize(
     ("source", "target"),
     [
@@ -208,12 +219,21 @@ EAGER_INV_FREQ_FORWARD = """
             id="forward-renamed",
         ),
         pytest.param(
-            INIT + EAGER_INV_FREQ_FORWARD + UNSQUEEZE_APPLY,
+            INIT
+            + LAZY_FORWARD.replace("return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)", "return emb")
+            + UNSQUEEZE_APPLY,
             "GemmaRotaryEmbedding.forward",
-            id="forward-inv-freq-in-init",
+            id="forward-returns-one-value",
         ),
         pytest.param(
-            OUTPUT.replace("t[:, None] * inv_freq", "t[:, None] / inv_freq"),
+            INIT
+            + LAZY_FORWARD.replace("def forward(self, x, position_ids, seq_len=None)", "def forward(self, x)")
+            + UNSQUEEZE_APPLY,
+            "GemmaRotaryEmbedding.forward",
+            id="forward-without-positions",
+        ),
+        pytest.param(
+            OUTPUT.replace("return cos[0], sin[0]", "return cos[0], sin[1]"),
             "GemmaRotaryEmbedding.forward",
             id="table-form-edited",
         ),

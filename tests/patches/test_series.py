@@ -135,7 +135,7 @@ def test_every_drifting_codemod_is_reported_at_once() -> None:
 UPSTREAM_SHAPES = {
     "library-imports": ("relative-imports", "flash-attn-guard", "fx-wrap"),
     "mask-helpers": ("absent",),
-    "rotary-embedding": ("lazy-inv-freq", "unsqueeze"),
+    "rotary-embedding": ("position-forward", "unsqueeze"),
     "attention": ("three-classes",),
     "decoder-layer-forward": ("cache-position",),
     "pretrained-model": ("backend-flags",),
