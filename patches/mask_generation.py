@@ -25,7 +25,13 @@ Shapes recognised:
   ``cache_position`` (this codemod's output);
 * ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to
   ``self.model``: both removed;
-* ``head-tuple-cache`` — a head's forward without ``cache_position``: unchanged.
+* ``head-logits-to-keep`` — a head's forward taking ``num_logits_to_keep``/``logits_to_keep``
+  to slice positions before ``lm_head`` (4.45+): the parameter goes and logits are computed
+  for every position (upstream's default, 0, does the same);
+* ``head-tuple-cache`` — a head's forward with neither: unchanged.
+
+The layer loop iterates what upstream's iterates (``self.layers`` or
+``self.layers[: self.config.num_hidden_layers]``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ HEAD_PARAMS = {
     "input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds", "labels",
     "use_cache", "output_attentions", "output_hidden_states", "return_dict",
 }  # fmt: skip
-_LAYER_LOOP = m.For(target=m.Name("decoder_layer"), iter=s.self_attr("layers"))
+#: Head parameters this codemod removes, and the names through which logits slicing is done.
+REMOVED_HEAD_PARAMS = ("cache_position", "num_logits_to_keep", "logits_to_keep")
+LOGITS_SLICING = {"num_logits_to_keep", "logits_to_keep", "slice_indices"}
+_LAYER_LOOP = m.For(target=m.Name("decoder_layer"))
 
 MODEL_FORWARD = s.parse_def(
     """
@@ -114,7 +123,7 @@ MODEL_FORWARD = s.parse_def(
         all_self_attns = () if output_attentions else None
         next_decoder_cache = () if use_cache else None
 
-        for idx, decoder_layer in enumerate(self.layers):
+        for idx, decoder_layer in enumerate(__layers__):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
 
@@ -170,9 +179,13 @@ _MODEL_CALL = m.Call(func=s.self_attr("model"))
 
 
 def model_forward(
-    upstream: cst.FunctionDef, normalizer: list[cst.BaseStatement], output: cst.BaseStatement
+    upstream: cst.FunctionDef,
+    normalizer: list[cst.BaseStatement],
+    output: cst.BaseStatement,
+    layers: cst.BaseExpression,
 ) -> cst.FunctionDef:
-    """The tuple-cache forward with upstream's decorators, docstring, normaliser and output."""
+    """The tuple-cache forward with upstream's decorators, docstring, normaliser, output and
+    the layer list it iterates (``self.layers`` or a slice of it)."""
     body: list[cst.BaseStatement] = []
     doc = s.docstring_stmt(s.fn_body(upstream))
     if doc is not None:
@@ -184,7 +197,7 @@ def model_forward(
             body.append(output.with_changes(leading_lines=[]))
         else:
             body.append(stmt)
-    new = s.with_fn_body(MODEL_FORWARD, body)
+    new = s.fill(s.with_fn_body(MODEL_FORWARD, body), layers=layers)
     return new.with_changes(
         decorators=upstream.decorators,
         leading_lines=upstream.leading_lines,
@@ -224,7 +237,8 @@ class MaskGeneration(VaccCodemod):
         "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
         "tuple-cache": "GemmaModel.forward calling _prepare_decoder_attention_mask (this codemod's output)",
         "head-cache-position": "a head's forward taking cache_position and passing it to self.model",
-        "head-tuple-cache": "a head's forward without cache_position",
+        "head-logits-to-keep": "a head's forward taking (num_)logits_to_keep to slice positions before lm_head",
+        "head-tuple-cache": "a head's forward without cache_position or logits_to_keep",
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -263,8 +277,9 @@ class MaskGeneration(VaccCodemod):
                 "forward computes rotary position embeddings "
                 "(`self.rotary_emb(...)`) for the layers: a shape this codemod does not know",
             )
-        if not any(m.matches(x, _LAYER_LOOP) for x in s.fn_body(forward)):
-            raise self.drift("GemmaModel.forward", "no top-level `for decoder_layer in self.layers:` loop")
+        loops = [x for x in s.fn_body(forward) if m.matches(x, _LAYER_LOOP)]
+        if len(loops) != 1:
+            raise self.drift("GemmaModel.forward", "no single top-level `for decoder_layer in ...:` loop")
         if "self._gradient_checkpointing_func" not in called:
             raise self.drift(
                 "GemmaModel.forward",
@@ -282,7 +297,7 @@ class MaskGeneration(VaccCodemod):
             raise self.drift("GemmaModel.forward", "forward does not end with `return <OutputClass>(...)`")
         self.met("dynamic-cache")
         body = s.class_body(cls)
-        body[k] = model_forward(forward, normalizer, stmts[-1])
+        body[k] = model_forward(forward, normalizer, stmts[-1], loops[0].iter)
         update = s.find(body, "_update_causal_mask")
         if update is not None:
             del body[update]
@@ -294,7 +309,8 @@ class MaskGeneration(VaccCodemod):
             raise self.drift(f"{head}.forward", f"{head} has no forward", anchor=head)
         k, forward = hit
         params = s.param_names(forward)
-        unknown = [p for p in params[1:] if p not in HEAD_PARAMS | {"cache_position"}]
+        known = HEAD_PARAMS | set(REMOVED_HEAD_PARAMS)
+        unknown = [p for p in params[1:] if p not in known and not p.startswith("**")]
         if unknown:
             raise self.drift(
                 f"{head}.forward",
@@ -302,16 +318,18 @@ class MaskGeneration(VaccCodemod):
                 "tuple-cache head and not one this codemod knows how to remove",
                 anchor=head,
             )
-        if "cache_position" not in params:
+        removed = [p for p in params if p in REMOVED_HEAD_PARAMS]
+        if not removed:
             self.met("head-tuple-cache")
             return cls
         if "self.model" not in s.calls(forward):
-            raise self.drift(f"{head}.forward", "forward takes cache_position but never calls self.model")
-        self.met("head-cache-position")
-        params = forward.params
+            raise self.drift(f"{head}.forward", f"forward takes {removed[0]} but never calls self.model")
+        self.met("head-cache-position" if "cache_position" in removed else "head-logits-to-keep")
+        if "cache_position" in removed and len(removed) > 1:
+            self.met("head-logits-to-keep")
         new = forward.with_changes(
-            params=params.with_changes(
-                params=s.drop_items(params.params, lambda p: p.name.value == "cache_position")
+            params=forward.params.with_changes(
+                params=s.drop_items(forward.params.params, lambda p: p.name.value in REMOVED_HEAD_PARAMS)
             )
         )
         new = m.replace(
@@ -321,4 +339,24 @@ class MaskGeneration(VaccCodemod):
                 args=s.drop_items(call.args, lambda a: m.matches(a, m.Arg(keyword=m.Name("cache_position"))))
             ),
         )
+        new = new.visit(_AllLogits())
+        new = s.with_fn_body(new, [x for x in s.fn_body(new) if not s.find_assignment([x], "slice_indices")])
+        left = (s.scan(new).names - {"self"}) & (set(REMOVED_HEAD_PARAMS) | LOGITS_SLICING)
+        if left:
+            raise self.drift(
+                f"{head}.forward",
+                f"forward uses {', '.join(sorted(left))} in a way this codemod does not know how to remove",
+                anchor=head,
+            )
         return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
+
+
+class _AllLogits(cst.CSTTransformer):
+    """``hidden_states[:, -num_logits_to_keep:, :]`` / ``hidden_states[:, slice_indices, :]``
+    -> ``hidden_states``: the tuple-cache head computes logits for every position."""
+
+    def leave_Subscript(self, original: cst.Subscript, updated: cst.Subscript) -> cst.BaseExpression:
+        names: set[str] = set()
+        for element in updated.slice:
+            names |= s.scan(element).names
+        return updated.value if names & LOGITS_SLICING else updated

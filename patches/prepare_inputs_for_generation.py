@@ -14,6 +14,8 @@ Shapes recognised (in ``GemmaForCausalLM``):
 
 * ``cache-class-aware`` — upstream's own ``prepare_inputs_for_generation`` handling
   ``Cache`` objects and ``cache_position``: replaced;
+* ``inherited`` — no ``prepare_inputs_for_generation`` in the class (4.46+: ``GenerationMixin``'s
+  would be used, which is ``cache_position`` and ``Cache`` based): ours is added after ``forward``;
 * ``tuple-cache`` — the form this codemod writes (its own output);
 * ``tuple-reorder-cache`` — ``_reorder_cache`` already the tuple form: kept as it is.
   A ``_reorder_cache`` in another form is replaced.
@@ -31,7 +33,10 @@ PREPARE_INPUTS = s.parse_def(
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ):
-        # vacc: tuple cache; once it exists only the last token is fed
+        # vacc: tuple cache; generate() of some releases starts with an (empty) Cache object
+        if past_key_values is not None and not isinstance(past_key_values, tuple):
+            past_key_values = past_key_values.to_legacy_cache() if past_key_values.get_seq_length() else None
+        # once the cache exists only the last token is fed
         if past_key_values:
             input_ids = input_ids[:, -1:]
 
@@ -85,6 +90,7 @@ class PrepareInputsForGeneration(VaccCodemod):
     TARGETS = ("GemmaForCausalLM.prepare_inputs_for_generation", "GemmaForCausalLM._reorder_cache")
     SHAPES = {
         "cache-class-aware": "upstream prepare_inputs_for_generation handling Cache objects / cache_position",
+        "inherited": "no prepare_inputs_for_generation: GenerationMixin's (Cache based) would be used",
         "tuple-cache": "the tuple-cache prepare_inputs_for_generation this codemod writes",
         "tuple-reorder-cache": "a static _reorder_cache over tuples, kept as it is",
     }
@@ -97,17 +103,22 @@ class PrepareInputsForGeneration(VaccCodemod):
         body = s.class_body(cls)
         prepare = s.find(body, "prepare_inputs_for_generation")
         if prepare is None:
-            raise self.drift(
-                "GemmaForCausalLM.prepare_inputs_for_generation",
-                "GemmaForCausalLM defines no prepare_inputs_for_generation",
-                anchor="GemmaForCausalLM",
-            )
-        old = body[prepare]
-        if s.same_code(old, PREPARE_INPUTS):
+            # inherited from GenerationMixin (cache_position and Cache based): ours goes after forward
+            forward = s.find(body, "forward")
+            if forward is None:
+                raise self.drift(
+                    "GemmaForCausalLM.prepare_inputs_for_generation",
+                    "GemmaForCausalLM defines neither prepare_inputs_for_generation nor forward",
+                    anchor="GemmaForCausalLM",
+                )
+            self.met("inherited")
+            prepare = forward + 1
+            body.insert(prepare, s.blank_lines(PREPARE_INPUTS, 1))
+        elif s.same_code(body[prepare], PREPARE_INPUTS):
             self.met("tuple-cache")
-        elif s.scan(old).names & CACHE_NAMES:
+        elif s.scan(body[prepare]).names & CACHE_NAMES:
             self.met("cache-class-aware")
-            body[prepare] = s.keep_leading(old, PREPARE_INPUTS)
+            body[prepare] = s.keep_leading(body[prepare], PREPARE_INPUTS)
         else:
             raise self.drift(
                 "GemmaForCausalLM.prepare_inputs_for_generation",

@@ -12,7 +12,6 @@ from codemod_cases import (
     assert_noop,
 )
 
-from patches._base import Drift
 from patches.mask_generation import MaskGeneration
 
 # Not targets: must come through byte for byte.
@@ -464,17 +463,39 @@ def test_drift(source: str, target: str) -> None:
 
 
 def test_logits_to_keep_is_not_left_in_the_causal_lm_head() -> None:
-    """Upstream 4.45-4.47 has `num_logits_to_keep`, 4.50+ `logits_to_keep`, beside cache_position."""
+    """Upstream 4.45-4.47 has `num_logits_to_keep`, 4.50+ `logits_to_keep`, beside cache_position:
+    the parameter goes and lm_head sees every position (upstream's default does the same)."""
     before = UPSTREAM.replace(
         "    ) -> Union[Tuple, CausalLMOutputWithPast]:",
         "        num_logits_to_keep: int = 0,\n    ) -> Union[Tuple, CausalLMOutputWithPast]:",
     ).replace("self.lm_head(outputs[0])", "self.lm_head(outputs[0][:, -num_logits_to_keep:, :])")
     assert "num_logits_to_keep: int = 0" in before
-    try:
-        code, _ = apply(MaskGeneration, before)
-    except Drift:
-        return
+    code, change = apply(MaskGeneration, before)
     assert "logits_to_keep" not in code
+    assert "self.lm_head(outputs[0])" in code
+    assert "head-logits-to-keep" in change.shapes
+
+
+def test_slice_indices_form_of_logits_to_keep() -> None:
+    """4.50+: `slice_indices = slice(-logits_to_keep, None) if ... else logits_to_keep`."""
+    before = UPSTREAM.replace(
+        "    ) -> Union[Tuple, CausalLMOutputWithPast]:",
+        "        logits_to_keep: Union[int, torch.Tensor] = 0,\n"
+        "    ) -> Union[Tuple, CausalLMOutputWithPast]:",
+    ).replace(
+        "self.lm_head(outputs[0])",
+        "self.lm_head(outputs[0][:, slice_indices, :])",
+    )
+    before = before.replace(
+        "        logits = self.lm_head(",
+        "        slice_indices = (\n"
+        "            slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep\n"
+        "        )\n"
+        "        logits = self.lm_head(",
+    )
+    assert "slice_indices = (" in before
+    code, _ = apply(MaskGeneration, before)
+    assert "logits_to_keep" not in code and "slice_indices" not in code
 
 
 def test_formatting_insensitive() -> None:

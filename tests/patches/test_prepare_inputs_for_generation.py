@@ -51,7 +51,10 @@ TUPLE_CACHE = """
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ):
-        # vacc: tuple cache; once it exists only the last token is fed
+        # vacc: tuple cache; generate() of some releases starts with an (empty) Cache object
+        if past_key_values is not None and not isinstance(past_key_values, tuple):
+            past_key_values = past_key_values.to_legacy_cache() if past_key_values.get_seq_length() else None
+        # once the cache exists only the last token is fed
         if past_key_values:
             input_ids = input_ids[:, -1:]
 
@@ -113,6 +116,10 @@ OUTPUT = CLASS_TOP + TUPLE_CACHE + REORDER + OTHER_HEAD
         pytest.param(
             CLASS_TOP + TUPLE_CACHE + OTHER_HEAD, ("tuple-cache",), id="tuple-cache-without-reorder"
         ),
+        pytest.param(CLASS_TOP + OTHER_HEAD, ("inherited",), id="inherited-from-generation-mixin"),
+        pytest.param(
+            CLASS_TOP + REORDER + OTHER_HEAD, ("inherited", "tuple-reorder-cache"), id="inherited-reorder"
+        ),
     ],
 )
 def test_rewrites(before: str, shapes: tuple[str, ...]) -> None:
@@ -156,9 +163,9 @@ def test_idempotent() -> None:
         ),
         pytest.param(OTHER_HEAD, "GemmaForCausalLM.prepare_inputs_for_generation", id="class-removed"),
         pytest.param(
-            CLASS_TOP + REORDER,
+            CLASS_TOP.replace("    def forward(", "    def call(") + REORDER,
             "GemmaForCausalLM.prepare_inputs_for_generation",
-            id="prepare-removed-generation-mixin",
+            id="neither-prepare-nor-forward",
         ),
         pytest.param(
             CLASS_TOP + "\n    def prepare_inputs_for_generation(self, input_ids, **kwargs):\n"
