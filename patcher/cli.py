@@ -11,7 +11,6 @@ import argparse
 import importlib
 import json
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -164,25 +163,10 @@ def cmd_pin(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from patcher import verify  # imported here: only this command needs it
-
-    up = upstream_for(args.transformers)
-    if up.version is None:
-        raise UsageError("verify needs a release (its environment); a local file has none")
-    output = generate_cached(up)
-    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
-        out_dir = Path(tmp) / "out"
-        write_output(output.files, out_dir)
-        report = verify.verify_output(up.version, out_dir, progress=say)
-    print(verify.render_table(report))
-    return 0 if report.ok else 1
-
-
 # -- parser ----------------------------------------------------------------------------------
 #: Modules adding more commands: each has ``register(command)``, where ``command(name, func,
 #: help)`` returns the new sub-parser.  They must be cheap to import (no libcst at import).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("patcher.matrix", "patcher.verify_all")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,9 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("versions", nargs="*", metavar="VERSION", help="exact releases, e.g. 4.40.2")
     p.add_argument("--latest", action="store_true", help="pin the newest release on the package index")
-
-    p = command("verify", cmd_verify, "verify one release's output against upstream (SPEC section 6)")
-    p.add_argument("--transformers", required=True, metavar="SPEC", help="the release (see below)")
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(command)

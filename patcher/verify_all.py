@@ -1,0 +1,269 @@
+"""``patcher verify``: one release (``--transformers SPEC``) or every pinned release (``--all``).
+
+``--all`` regenerates every pinned release at once (:func:`patcher.batch.generate_many`, the
+series once per distinct upstream pair), then verifies each release's output in that
+release's own cached environment, ``--jobs`` at a time.  Releases that share upstream files
+are still verified one by one: their environments differ.  A release whose series drifts is
+not verified and counts as a failure, like one whose environment cannot be built.  The run
+ends with a summary table, one row per release, and the total time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from patcher import pins
+from patcher.errors import DriftError, PatcherError, UsageError
+
+if TYPE_CHECKING:
+    from patcher.verify import VerifyReport
+
+Progress = Callable[[str], None]
+RESULTS = ("passed", "failed", "drift", "error")
+#: Exit codes of ``--all``: a failed check outranks drift, which outranks an environment error.
+EXIT_CODES = {"failed": 1, "drift": 3, "error": 4}
+#: Thread-count variables set for each check process when several run at once.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+__all__ = ["Outcome", "exit_code", "register", "render_summary", "verify_all"]
+
+
+@dataclass
+class Outcome:
+    """What verifying one release came to: ``passed``, ``failed``, ``drift`` or ``error``."""
+
+    version: str
+    result: str
+    seconds: float = 0.0
+    report: VerifyReport | None = None
+    drift: list[str] = field(default_factory=list)  # the drifting codemods
+    error: str = ""
+
+    @property
+    def detail(self) -> str:
+        """The result in words, for the summary table."""
+        if self.result == "drift":
+            return f"DRIFT ({', '.join(self.drift)})"
+        if self.result == "error":
+            return self.error or "error"
+        assert self.report is not None
+        total = len(self.report.checks)
+        passed = total - len(self.report.failed)
+        if self.result == "passed":
+            return f"passed {passed}/{total}"
+        return f"FAILED {passed}/{total} ({failed_checks(self.report)})"
+
+    def as_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "result": self.result,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+            "drift": self.drift,
+            "error": self.error or None,
+            "report": self.report.as_dict() if self.report else None,
+        }
+
+
+def failed_checks(report: VerifyReport) -> str:
+    """The failing checks with their configs: "logits: mqa, mha; generate: exception mqa"."""
+    by_name: dict[str, list[str]] = {}
+    for check in report.failed:
+        label = f"exception {check.config}" if check.status == "exception" else check.config
+        by_name.setdefault(check.name, []).append(label)
+    text = "; ".join(f"{name}: {', '.join(configs)}" for name, configs in by_name.items())
+    return ("the check script crashed; " if report.crashed else "") + text
+
+
+def drifting_codemods(error: DriftError) -> list[str]:
+    """The codemod names of a drift error's lines ("drift: codemod NAME, target ...")."""
+    names = []
+    for line in str(error).splitlines():
+        if line.startswith("drift: codemod "):
+            names.append(line[len("drift: codemod ") :].split(",", 1)[0])
+    return list(dict.fromkeys(names)) or ["?"]
+
+
+@contextmanager
+def _threads_per_job(jobs: int) -> Iterator[None]:
+    """With several check processes at once, give each its share of the cores (torch would
+    otherwise start one thread per core in each and they would fight); the variables reach
+    the check processes through ``Env.environ``.  Variables the user set are left alone."""
+    share = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    added = [name for name in THREAD_VARIABLES if name not in os.environ] if jobs > 1 else []
+    for name in added:
+        os.environ[name] = str(share)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def verify_all(
+    versions: list[str] | None = None,
+    *,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Regenerate and verify each release of ``versions`` (default: every pinned release)."""
+    from patcher import batch, verify
+    from patcher.envs import EnvError
+
+    say = progress or (lambda message: None)
+    versions = list(pins.load_pins()) if versions is None else list(dict.fromkeys(versions))
+    # generation's own "[k/n]" lines count upstream files; only the verification ones are shown
+    outputs = batch.generate_many(versions, jobs=2, progress=lambda m: m.startswith("[") or say(m))
+    total = len(versions)
+    lock = threading.Lock()
+
+    def one(index: int, version: str, root: Path) -> Outcome:
+        tag = f"[{index}/{total}] {version}"
+        output = outputs[version]
+        if isinstance(output, DriftError):
+            outcome = Outcome(version, "drift", drift=drifting_codemods(output))
+        else:
+            with lock:
+                say(f"{tag} …")
+            started = time.monotonic()
+            out_dir = root / version
+            _write_scratch(output.files, out_dir)
+
+            def relay(message: str) -> None:
+                if not message.startswith("verifying "):
+                    say(f"{tag}: {message}")
+
+            try:
+                report = verify.verify_output(version, out_dir, progress=relay)
+            except PatcherError as exc:  # the environment could not be built, or bad input
+                what = "env build error" if isinstance(exc, EnvError) else "error"
+                error = f"{what}: {' '.join(str(exc).split())}"
+                outcome = Outcome(version, "error", time.monotonic() - started, error=error)
+            else:
+                result = "passed" if report.ok else "failed"
+                outcome = Outcome(version, result, time.monotonic() - started, report=report)
+        with lock:
+            say(f"{tag} {outcome.detail}" + (f" in {outcome.seconds:.1f}s" if outcome.seconds else ""))
+        return outcome
+
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-all-") as tmp, _threads_per_job(jobs):
+        items = list(enumerate(versions, 1))
+        if jobs <= 1:
+            return [one(i, v, Path(tmp)) for i, v in items]
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            futures = [pool.submit(one, i, v, Path(tmp)) for i, v in items]
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_scratch(files: dict[str, str], out_dir: Path) -> None:
+    """Write an output into a scratch directory: no atomic swap or fsync (``write_output``'s
+    guarantees for users' directories) for files that live as long as one check run."""
+    out_dir.mkdir(parents=True)
+    for name, text in files.items():
+        (out_dir / name).write_text(text, encoding="utf-8", newline="")
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """0 when every release passed; else 1 (a check failed), 3 (drift) or 4 (environment)."""
+    seen = {o.result for o in outcomes}
+    for result, code in EXIT_CODES.items():
+        if result in seen:
+            return code
+    return 0
+
+
+def counts(outcomes: list[Outcome]) -> dict[str, int]:
+    return {result: sum(o.result == result for o in outcomes) for result in RESULTS}
+
+
+def render_summary(outcomes: list[Outcome], seconds: float, jobs: int) -> str:
+    """The final table: one row per release (result in words, time), then the totals."""
+    rows = [("release", "result", "time")]
+    rows += [(o.version, o.detail, f"{o.seconds:.1f}s" if o.seconds else "-") for o in outcomes]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = min(max(len(r[1]) for r in rows), 100)
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {c:>7}".rstrip() for a, b, c in rows]
+    n = counts(outcomes)
+    lines.append("")
+    lines.append(
+        f"{len(outcomes)} releases: {n['passed']} passed, {n['failed']} failed, {n['drift']} drift, "
+        f"{n['error']} env build errors; total {seconds:.1f}s with --jobs {jobs}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+# -- command ---------------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    from patcher.cli import say
+
+    if not args.all:
+        if args.jobs is not None:
+            raise UsageError("--jobs goes with --all")
+        return _verify_one(args, say)
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    started = time.monotonic()
+    outcomes = verify_all(jobs=jobs, progress=say)
+    seconds = time.monotonic() - started
+    if args.json:
+        document = {
+            "format": 1,
+            "jobs": jobs,
+            "seconds": round(seconds, 3),
+            "counts": counts(outcomes),
+            "releases": [o.as_dict() for o in outcomes],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(render_summary(outcomes, seconds, jobs), end="")
+    return exit_code(outcomes)
+
+
+def _verify_one(args: argparse.Namespace, say: Progress) -> int:
+    """``verify --transformers SPEC``: one release, its table of checks."""
+    from patcher import verify
+    from patcher.cli import upstream_for
+    from patcher.outputs import generate_cached, write_output
+
+    up = upstream_for(args.transformers)
+    if up.version is None:
+        raise UsageError("verify needs a release (its environment); a local file has none")
+    output = generate_cached(up)
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+        out_dir = Path(tmp) / "out"
+        write_output(output.files, out_dir)
+        report = verify.verify_output(up.version, out_dir, progress=say)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(verify.render_table(report))
+    return 0 if report.ok else 1
+
+
+def register(command) -> None:
+    """Add ``patcher verify`` to the CLI (see ``patcher.cli.COMMAND_MODULES``)."""
+    p = command(
+        "verify",
+        cmd_verify,
+        "verify outputs against upstream (SPEC section 6): one release, or --all pinned releases",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--transformers", metavar="SPEC", help="the release (see below)")
+    which.add_argument("--all", action="store_true", help="every pinned release, with a summary table")
+    p.add_argument("--jobs", type=int, metavar="N", help="with --all: releases verified at once (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
