@@ -106,9 +106,13 @@ def base_python() -> Path:
     return base_dir() / "bin" / "python"
 
 
+#: Bumped whenever what a release environment holds changes, so old ones are rebuilt.
+RELEASE_RECIPE = 2  # 2: with accelerate (4.51.0's from_pretrained cannot work without it)
+
+
 def release_dir(version: str) -> Path:
     """The target dir holding transformers ``version`` and its own dependencies."""
-    return envs_dir() / f"transformers-{version}"
+    return envs_dir() / f"transformers-{version}-r{RELEASE_RECIPE}"
 
 
 def is_complete(path: Path) -> bool:
@@ -266,7 +270,9 @@ def _build_release(version: str, python: Path, tmp: Path) -> None:
         str(uv_cache_dir()),
         "--excludes",
         str(excludes),
-        f"transformers=={version}",
+        # accelerate as most users have it: from_pretrained then takes the low-memory path that
+        # real checkpoints take (and 4.51.0 cannot load anything without it)
+        f"transformers[accelerate]=={version}",
     ]
     _run(cmd, f"the environment for transformers {version}")
     excludes.unlink()

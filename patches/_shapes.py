@@ -294,6 +294,8 @@ class Scan(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         name = dotted(node.func)
+        if name is None and isinstance(node.func, cst.Attribute):
+            name = "<expr>." + node.func.attr.value  # a method of a computed value: `x.int().argmax`
         if name:
             self.calls.append(name)
 

@@ -19,6 +19,13 @@ Shapes recognised:
   ``GemmaDecoderLayer.__init__`` picking ``GEMMA_ATTENTION_CLASSES[config._attn_implementation]``:
   the variants and the mapping are removed, the layer builds ``GemmaAttention``, and
   ``GemmaAttention.forward`` becomes the tuple-cache form (``__init__`` is kept);
+* ``eager-function`` — ``eager_attention_forward(module, query, key, value, attention_mask,
+  scaling, ...)`` at module level and ``GemmaAttention.forward(hidden_states,
+  position_embeddings, ...)`` dispatching through an attention interface (4.48+): the function
+  is removed, the scores keep its expression (``* scaling``, with the ``scaling=`` the forward
+  passes, i.e. ``self.scaling``), and since the rotary tables are no longer handed down by
+  ``GemmaModel``, ``GemmaAttention.__init__`` gains ``self.rotary_emb`` built exactly as
+  ``GemmaModel.__init__`` builds it;
 * ``tuple-cache`` — ``GemmaAttention.forward`` already the tuple-cache form, no variants
   (this codemod's output).
 """
@@ -104,16 +111,43 @@ def tuple_cache_forward(scores: cst.BaseExpression) -> cst.FunctionDef:
     return s.fill(TUPLE_CACHE_FORWARD, scores=scores)
 
 
+EAGER_FUNCTION = "eager_attention_forward"
+_INTERFACE_CALL = m.Call(func=m.Name("attention_interface") | m.Name(EAGER_FUNCTION))
+
+
+class _Rename(cst.CSTTransformer):
+    """Rename variables (not attributes) in an expression: the eager function's names to the
+    forward's (``query`` -> ``query_states``, ``scaling`` -> ``self.scaling`` …)."""
+
+    def __init__(self, names: dict[str, cst.BaseExpression]) -> None:
+        super().__init__()
+        self.names = names
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)  # the attribute's own name is not a variable
+        return False
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+        return updated.with_changes(value=updated.value.visit(self))
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        return self.names.get(updated.value, updated)
+
+
 class Attention(VaccCodemod):
-    """One eager, tuple-cache ``GemmaAttention``; the variants and the class mapping removed."""
+    """One eager, tuple-cache ``GemmaAttention``; the variants, the eager function and the class
+    mapping removed."""
 
     NAME = "attention"
     DESCRIPTION = (
-        "One eager GemmaAttention with a (key, value) tuple cache; FA2/SDPA variants and mapping removed."
+        "One eager GemmaAttention with a (key, value) tuple cache; FA2/SDPA variants, eager function and "
+        "attention-interface lookup removed."
     )
-    TARGETS = ("GemmaAttention", *VARIANTS, MAPPING, "GemmaDecoderLayer.__init__")
+    TARGETS = ("GemmaAttention", *VARIANTS, MAPPING, EAGER_FUNCTION, "GemmaDecoderLayer.__init__")
     SHAPES = {
         "three-classes": "GemmaAttention + GemmaFlashAttention2 + GemmaSdpaAttention + GEMMA_ATTENTION_CLASSES",
+        "eager-function": "eager_attention_forward(module, query, ...) + an attention-interface lookup in forward; "
+        "rotary position embeddings computed by GemmaModel",
         "tuple-cache": "GemmaAttention.forward already the tuple-cache form (this codemod's output)",
     }
 
@@ -127,19 +161,31 @@ class Attention(VaccCodemod):
             )
         i, cls = hit
         k, forward = self._forward(cls)
+        variants = {name for name in (*VARIANTS, MAPPING) if s.find(module.body, name) is not None}
+        eager = s.find_function(module, EAGER_FUNCTION)
+        own = s.find_assignment(s.fn_body(forward), "attn_weights")
+        if (
+            not variants
+            and eager is None
+            and own is not None
+            and s.same_code(forward, tuple_cache_forward(own))
+        ):
+            self.met("tuple-cache")
+            return module
+        if eager is None:
+            return self._three_classes(module, i, cls, k, forward, variants)
+        if variants:
+            raise self.drift("GemmaAttention", f"both {EAGER_FUNCTION} and {sorted(variants)} present")
+        return self._eager_function(module, i, cls, k, forward, eager[1])
+
+    def _three_classes(self, module, i, cls, k, forward, present) -> cst.Module:
         scores = s.first_index(s.fn_body(forward), lambda x: m.matches(x, _SCORES))
         if scores is None:
             raise self.drift(
                 "GemmaAttention.forward",
                 "no `attn_weights = torch.matmul(q, k^T) <op> <scale>` "
-                "statement to take the attention scaling from",
+                "statement to take the attention scaling from (and no eager attention function)",
             )
-        expr = s.fn_body(forward)[scores].body[0].value
-        new_forward = tuple_cache_forward(expr)
-        present = {name for name in (*VARIANTS, MAPPING) if s.find(module.body, name) is not None}
-        if not present and s.same_code(forward, new_forward):
-            self.met("tuple-cache")
-            return module
         if present != {*VARIANTS, MAPPING}:
             raise self.drift(
                 "GemmaAttention",
@@ -147,10 +193,57 @@ class Attention(VaccCodemod):
                 f"expected all of {', '.join((*VARIANTS, MAPPING))}",
             )
         self.met("three-classes")
+        new_forward = tuple_cache_forward(s.fn_body(forward)[scores].body[0].value)
         cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, s.keep_leading(forward, new_forward)))
         body = [cls if n == i else stmt for n, stmt in enumerate(module.body)]
         body = [stmt for stmt in body if s.stmt_name(stmt) not in present]
         return module.with_changes(body=self._layer_builds_attention(body))
+
+    def _eager_function(self, module, i, cls, k, forward, eager: cst.FunctionDef) -> cst.Module:
+        """The scores come from the eager function, its names mapped to the forward's; the
+        attention gets its own rotary embedding, built as GemmaModel builds it."""
+        scores = s.find_assignment(s.fn_body(eager), "attn_weights")
+        if scores is None or not m.matches(scores, _SCORES.body[0].value):
+            raise self.drift(
+                EAGER_FUNCTION, "no `attn_weights = torch.matmul(query, key^T) <op> <scale>` statement"
+            )
+        calls = m.findall(forward, _INTERFACE_CALL)
+        scaling = [a.value for c in calls for a in c.args if m.matches(a, m.Arg(keyword=m.Name("scaling")))]
+        if len(scaling) != 1:
+            raise self.drift(
+                "GemmaAttention.forward",
+                "forward does not call the attention interface with one `scaling=` argument",
+            )
+        params = s.param_names(eager)
+        names = {"query": cst.Name("query_states"), "scaling": scaling[0]}
+        if params and params[0] == "module":
+            names["module"] = cst.Name("self")
+        new_forward = tuple_cache_forward(scores.visit(_Rename(names)))
+        init = s.find_method(cls, "__init__")
+        if init is None:
+            raise self.drift("GemmaAttention", "GemmaAttention has no __init__")
+        body = s.class_body(cls)
+        if s.find_assignment(s.fn_body(init[1]), "self.rotary_emb") is None:
+            body[init[0]] = s.with_fn_body(init[1], [*s.fn_body(init[1]), self._rotary_construction(module)])
+        body[k] = s.keep_leading(forward, new_forward)
+        self.met("eager-function")
+        new_body = [s.with_class_body(cls, body) if n == i else x for n, x in enumerate(module.body)]
+        return module.with_changes(body=[x for x in new_body if s.stmt_name(x) != EAGER_FUNCTION])
+
+    def _rotary_construction(self, module: cst.Module) -> cst.BaseStatement:
+        """``self.rotary_emb = GemmaRotaryEmbedding(...)`` exactly as GemmaModel.__init__ has it."""
+        model = s.find_class(module, "GemmaModel")
+        init = s.find_method(model[1], "__init__") if model else None
+        stmts = s.fn_body(init[1]) if init else []
+        hit = s.statement_index(stmts, lambda x: (s.assignment(x) or ("",))[0] == "self.rotary_emb")
+        if hit is None:
+            raise self.drift(
+                "GemmaAttention.__init__",
+                "no `self.rotary_emb = ...` in GemmaModel.__init__ to build the attention's rotary embedding from",
+                anchor="GemmaModel",
+            )
+        comment = cst.EmptyLine(comment=cst.Comment("# vacc: each attention computes its own cos/sin tables"))
+        return stmts[hit].with_changes(leading_lines=[cst.EmptyLine(indent=False), comment])
 
     def _forward(self, cls: cst.ClassDef) -> tuple[int, cst.FunctionDef]:
         hit = s.find_method(cls, "forward")

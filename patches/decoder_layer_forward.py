@@ -14,6 +14,10 @@ Shapes recognised:
 
 * ``cache-position`` — forward taking ``cache_position`` (and ``**kwargs``) and passing them
   to ``self.self_attn``, pre-norm block in the order above: rewritten;
+* ``position-embeddings`` — forward also (or instead) taking the ``position_embeddings``
+  computed by ``GemmaModel`` (4.48+; the cache argument named ``past_key_value``,
+  ``past_key_values`` or ``cache``, possibly returning the bare hidden states): rewritten —
+  with the ``attention`` codemod each attention computes its own tables;
 * ``tuple-outputs`` — the form this codemod writes (its own output).
 
 A forward whose block calls those four modules in another order (or not at all) is drift:
@@ -75,7 +79,7 @@ BLOCK_ORDER = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"
 #: Parameters of the upstream forward this codemod knows (all others are drift).
 KNOWN_PARAMS = {
     "self", "hidden_states", "attention_mask", "position_ids", "past_key_value", "output_attentions",
-    "use_cache", "cache_position", "**kwargs",
+    "use_cache", "cache_position", "position_embeddings", "past_key_values", "cache", "**kwargs",
 }  # fmt: skip
 
 
@@ -94,6 +98,7 @@ class DecoderLayerForward(VaccCodemod):
     TARGETS = ("GemmaDecoderLayer.forward",)
     SHAPES = {
         "cache-position": "forward(..., cache_position, **kwargs) passing them on to self.self_attn",
+        "position-embeddings": "forward(..., position_embeddings, **kwargs) with rotary tables from GemmaModel",
         "tuple-outputs": "the tuple-cache forward this codemod writes",
     }
 
@@ -132,12 +137,16 @@ class DecoderLayerForward(VaccCodemod):
                 f"forward takes {', '.join(unknown)}: a shape this codemod does not know",
                 nearest=f"forward({', '.join(s.param_names(forward))})",
             )
-        if "cache_position" not in s.param_names(forward):
+        params = s.param_names(forward)
+        if "position_embeddings" in params:
+            self.met("position-embeddings")
+        elif "cache_position" in params:
+            self.met("cache-position")
+        else:
             raise self.drift(
                 "GemmaDecoderLayer.forward",
-                "forward takes no cache_position",
-                nearest=f"forward({', '.join(s.param_names(forward))})",
+                "forward takes neither cache_position nor position_embeddings",
+                nearest=f"forward({', '.join(params)})",
             )
-        self.met("cache-position")
         new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, s.keep_leading(forward, new)))
         return module.with_changes(body=s.replace_in(module.body, i, new_cls))

@@ -21,6 +21,15 @@ Shapes recognised:
   ``DynamicCache`` and calling ``self._update_causal_mask``, layers called through
   ``self._gradient_checkpointing_func(decoder_layer.__call__, ...)`` when checkpointing:
   rewritten, ``_update_causal_mask`` removed;
+* ``position-embeddings`` — as ``dynamic-cache``, also computing the rotary tables for its
+  layers with ``self.rotary_emb`` (4.48–4.52; dropped: the attention computes its own);
+* ``create-causal-mask`` — the mask built with ``create_causal_mask`` (4.53+); the forward
+  may have no ``return_dict`` and be decorated with ``@can_return_tuple``,
+  ``@check_model_inputs``, ``@capture_outputs``, ``@merge_with_config_defaults`` or
+  ``@deprecate_kwarg`` — dropped, the rewritten forward handles its inputs and outputs itself
+  (documentation decorators are kept); the cache argument may be named ``cache`` (5.24+);
+* ``scaled-embedding`` — no normaliser in the forward because ``embed_tokens`` is a scaled
+  embedding class (5.x): nothing to carry over;
 * ``tuple-cache`` — forward already calling ``self._prepare_decoder_attention_mask`` with no
   ``cache_position`` (this codemod's output);
 * ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to
@@ -29,6 +38,11 @@ Shapes recognised:
   to slice positions before ``lm_head`` (4.45+): the parameter goes and logits are computed
   for every position (upstream's default, 0, does the same);
 * ``head-tuple-cache`` — a head's forward with neither: unchanged.
+
+Layers derived from ``GradientCheckpointingLayer`` (4.52+) checkpoint themselves, so the
+rewritten loop then calls them directly instead of through ``_gradient_checkpointing_func``.
+The output is upstream's output class with the tuple cache in whichever field it has
+(``past_key_values`` or ``cache``), plus the collected hidden states and attentions.
 
 The layer loop iterates what upstream's iterates (``self.layers`` or
 ``self.layers[: self.config.num_hidden_layers]``).
@@ -72,7 +86,7 @@ MODEL_FORWARD = s.parse_def(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else __return_dict_default__
 
         # vacc: the cache is a tuple of one (key, value) pair per layer
         if input_ids is not None and inputs_embeds is not None:
@@ -174,6 +188,30 @@ _SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
 )
 _NORMALIZER = s.assigns(m.Name("normalizer"))
+#: The layer call when the layers checkpoint themselves (GradientCheckpointingLayer, 4.52+).
+_SELF_CHECKPOINTING_CALL = s.parse_stmts(
+    """
+    layer_outputs = decoder_layer(
+        hidden_states,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_value=past_key_value,
+        output_attentions=output_attentions,
+        use_cache=use_cache,
+    )
+    """
+)[0]
+_CHECKPOINTING_BRANCH = m.If(test=m.BooleanOperation(left=m.Attribute(attr=m.Name("gradient_checkpointing"))))
+#: Decorators of upstream's forward that intercept its inputs or outputs (the rewritten forward
+#: handles them itself), and decorators that only document it.
+INTERCEPTING_DECORATORS = {
+    "can_return_tuple", "check_model_inputs", "capture_outputs", "merge_with_config_defaults", "deprecate_kwarg",
+}  # fmt: skip
+DOC_DECORATORS = {
+    "add_start_docstrings_to_model_forward", "replace_return_docstrings", "add_code_sample_docstrings",
+    "auto_docstring",
+}  # fmt: skip
+CACHE_FIELDS = ("past_key_values", "cache")
 _OUTPUT = m.SimpleStatementLine(body=[m.Return(value=m.Call(func=m.Name()))])
 _MODEL_CALL = m.Call(func=s.self_attr("model"))
 
@@ -181,11 +219,13 @@ _MODEL_CALL = m.Call(func=s.self_attr("model"))
 def model_forward(
     upstream: cst.FunctionDef,
     normalizer: list[cst.BaseStatement],
-    output: cst.BaseStatement,
+    output: cst.Call,
     layers: cst.BaseExpression,
+    return_dict_default: cst.BaseExpression,
+    layers_checkpoint_themselves: bool,
 ) -> cst.FunctionDef:
-    """The tuple-cache forward with upstream's decorators, docstring, normaliser, output and
-    the layer list it iterates (``self.layers`` or a slice of it)."""
+    """The tuple-cache forward with upstream's docstring, documentation decorators, embedding
+    normalisation, output class and the layer list it iterates."""
     body: list[cst.BaseStatement] = []
     doc = s.docstring_stmt(s.fn_body(upstream))
     if doc is not None:
@@ -194,15 +234,53 @@ def model_forward(
         if m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__normalizer__"))])):
             body.extend(normalizer)
         elif m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__return__"))])):
-            body.append(output.with_changes(leading_lines=[]))
+            body.append(cst.SimpleStatementLine(body=[cst.Return(value=output)]))
         else:
             body.append(stmt)
-    new = s.fill(s.with_fn_body(MODEL_FORWARD, body), layers=layers)
+    new = s.fill(s.with_fn_body(MODEL_FORWARD, body), layers=layers, return_dict_default=return_dict_default)
+    if layers_checkpoint_themselves:
+        new = m.replace(new, _CHECKPOINTING_BRANCH, lambda *_: _SELF_CHECKPOINTING_CALL)
+    decorators = [d for d in upstream.decorators if _decorator_name(d) in DOC_DECORATORS]
     return new.with_changes(
-        decorators=upstream.decorators,
+        decorators=decorators,
         leading_lines=upstream.leading_lines,
         lines_after_decorators=upstream.lines_after_decorators,
     )
+
+
+def _decorator_name(decorator: cst.Decorator) -> str:
+    node = decorator.decorator
+    return s.dotted(node.func if isinstance(node, cst.Call) else node) or ""
+
+
+def _output_call(stmts: list[cst.BaseStatement]) -> cst.Call | None:
+    """Upstream's model-output construction ``Output(last_hidden_state=..., <cache>=..., ...)``,
+    made to carry the tuple cache and the collected hidden states and attentions."""
+    found = [
+        node
+        for stmt in stmts
+        for small in s.small_statements([stmt])
+        for node in [small.value if isinstance(small, cst.Return | cst.Assign) else None]
+        if isinstance(node, cst.Call)
+        and any(m.matches(a, m.Arg(keyword=m.Name("last_hidden_state"))) for a in node.args)
+    ]
+    if len(found) != 1:
+        return None
+    call = found[0]
+    cache = [a.keyword.value for a in call.args if a.keyword and a.keyword.value in CACHE_FIELDS]
+    if len(cache) != 1:
+        return None
+    statement = s.parse_stmts(
+        f"""
+        return {s.render(call.func)}(
+            last_hidden_state=hidden_states,
+            {cache[0]}=next_cache,
+            hidden_states=all_hidden_states,
+            attentions=all_self_attns,
+        )
+        """
+    )[0]
+    return statement.body[0].value
 
 
 def _normalisation(stmts: list[cst.BaseStatement]) -> list[cst.BaseStatement] | None:
@@ -235,6 +313,9 @@ class MaskGeneration(VaccCodemod):
     )
     SHAPES = {
         "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
+        "position-embeddings": "as dynamic-cache, with rotary tables computed by GemmaModel for its layers",
+        "create-causal-mask": "GemmaModel.forward building its mask with create_causal_mask (4.53+)",
+        "scaled-embedding": "no normaliser in forward: embed_tokens is a scaled embedding (5.x)",
         "tuple-cache": "GemmaModel.forward calling _prepare_decoder_attention_mask (this codemod's output)",
         "head-cache-position": "a head's forward taking cache_position and passing it to self.model",
         "head-logits-to-keep": "a head's forward taking (num_)logits_to_keep to slice positions before lm_head",
@@ -246,7 +327,7 @@ class MaskGeneration(VaccCodemod):
         i = s.find(body, "GemmaModel")
         if i is None or not isinstance(body[i], cst.ClassDef):
             raise self.drift("GemmaModel.forward", "no module-level class GemmaModel")
-        body[i] = self._model(body[i])
+        body[i] = self._model(body[i], module)
         for head in HEADS:
             j = s.find(body, head)
             if j is None or not isinstance(body[j], cst.ClassDef):
@@ -254,50 +335,68 @@ class MaskGeneration(VaccCodemod):
             body[j] = self._head(head, body[j])
         return module.with_changes(body=body)
 
-    def _model(self, cls: cst.ClassDef) -> cst.ClassDef:
+    def _model(self, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
         hit = s.find_method(cls, "forward")
         if hit is None:
             raise self.drift("GemmaModel.forward", "GemmaModel has no forward", anchor="GemmaModel")
         k, forward = hit
         params = s.param_names(forward)
         called = set(s.calls(forward))
-        if "self._prepare_decoder_attention_mask" in called and "cache_position" not in params:
+        if "self._prepare_decoder_attention_mask" in called and not {"cache_position", "cache"} & set(params):
             self.met("tuple-cache")
             return cls
-        if "cache_position" not in params or "self._update_causal_mask" not in called:
+        where = f"forward({', '.join(params)})"
+        if "self._update_causal_mask" in called:
+            self.met("position-embeddings" if "self.rotary_emb" in called else "dynamic-cache")
+        elif "create_causal_mask" in called:
+            self.met("create-causal-mask")
+        else:
             raise self.drift(
                 "GemmaModel.forward",
-                "forward neither takes cache_position with "
-                "self._update_causal_mask nor calls self._prepare_decoder_attention_mask",
-                nearest=f"forward({', '.join(params)})",
+                "forward builds its mask neither with self._update_causal_mask or create_causal_mask "
+                "nor with self._prepare_decoder_attention_mask",
+                nearest=where,
             )
-        if "self.rotary_emb" in called:
-            raise self.drift(
-                "GemmaModel.forward",
-                "forward computes rotary position embeddings "
-                "(`self.rotary_emb(...)`) for the layers: a shape this codemod does not know",
-            )
-        loops = [x for x in s.fn_body(forward) if m.matches(x, _LAYER_LOOP)]
+        unknown = [
+            d
+            for d in forward.decorators
+            if _decorator_name(d) not in INTERCEPTING_DECORATORS | DOC_DECORATORS
+        ]
+        if unknown:
+            raise self.drift("GemmaModel.forward", f"unknown decorator @{_decorator_name(unknown[0])}")
+        stmts = s.fn_body(forward)
+        loops = [x for x in stmts if m.matches(x, _LAYER_LOOP)]
         if len(loops) != 1:
             raise self.drift("GemmaModel.forward", "no single top-level `for decoder_layer in ...:` loop")
-        if "self._gradient_checkpointing_func" not in called:
+        self_checkpointing = "self._gradient_checkpointing_func" not in called
+        if self_checkpointing and not _layers_checkpoint_themselves(module):
             raise self.drift(
                 "GemmaModel.forward",
-                "no `self._gradient_checkpointing_func(decoder_layer.__call__, "
-                "...)` call: unknown gradient checkpointing form",
+                "no `self._gradient_checkpointing_func(decoder_layer.__call__, ...)` call and GemmaDecoderLayer is "
+                "not a GradientCheckpointingLayer: unknown gradient checkpointing form",
             )
-        stmts = s.fn_body(forward)
         normalizer = _normalisation(stmts)
         if normalizer is None:
+            if not _embedding_is_scaled(cls):
+                raise self.drift(
+                    "GemmaModel.forward",
+                    "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
+                    "and embed_tokens is no scaled embedding",
+                )
+            self.met("scaled-embedding")
+            normalizer = []
+        output = _output_call(stmts)
+        if output is None:
             raise self.drift(
-                "GemmaModel.forward",
-                "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward",
+                "GemmaModel.forward", "no single `<Output>(last_hidden_state=..., past_key_values|cache=...)`"
             )
-        if not m.matches(stmts[-1], _OUTPUT):
-            raise self.drift("GemmaModel.forward", "forward does not end with `return <OutputClass>(...)`")
-        self.met("dynamic-cache")
+        default = s.find_assignment(stmts, "return_dict")
+        if default is not None and isinstance(default, cst.IfExp):
+            default = default.orelse
+        else:
+            default = cst.parse_expression("self.config.return_dict")
         body = s.class_body(cls)
-        body[k] = model_forward(forward, normalizer, stmts[-1], loops[0].iter)
+        body[k] = model_forward(forward, normalizer, output, loops[0].iter, default, self_checkpointing)
         update = s.find(body, "_update_causal_mask")
         if update is not None:
             del body[update]
@@ -360,3 +459,16 @@ class _AllLogits(cst.CSTTransformer):
         for element in updated.slice:
             names |= s.scan(element).names
         return updated.value if names & LOGITS_SLICING else updated
+
+
+def _layers_checkpoint_themselves(module: cst.Module) -> bool:
+    """GemmaDecoderLayer derives from GradientCheckpointingLayer (its __call__ checkpoints)."""
+    hit = s.find_class(module, "GemmaDecoderLayer")
+    return bool(hit) and any(s.dotted(b.value) == "GradientCheckpointingLayer" for b in hit[1].bases)
+
+
+def _embedding_is_scaled(model: cst.ClassDef) -> bool:
+    """``self.embed_tokens`` is built from a class that scales the embedding itself (5.x)."""
+    init = s.find_method(model, "__init__")
+    value = s.find_assignment(s.fn_body(init[1]), "self.embed_tokens") if init else None
+    return isinstance(value, cst.Call) and "Scaled" in (s.dotted(value.func) or "")

@@ -31,6 +31,7 @@ from patches._base import VaccCodemod
 BACKEND_FLAGS = (
     "_supports_flash_attn_2",
     "_supports_flash_attn",
+    "_supports_flash_attn_3",
     "_supports_sdpa",
     "_supports_flex_attn",
     "_supports_cache_class",

@@ -77,7 +77,11 @@ class RotaryEmbedding(VaccCodemod):
 
     NAME = "rotary-embedding"
     DESCRIPTION = "Rotary embedding as [seq_len, head_dim] cos/sin tables gathered by position_ids."
-    TARGETS = ("GemmaRotaryEmbedding.forward", f"GemmaRotaryEmbedding.{UPSTREAM_FORWARD}", "apply_rotary_pos_emb")
+    TARGETS = (
+        "GemmaRotaryEmbedding.forward",
+        f"GemmaRotaryEmbedding.{UPSTREAM_FORWARD}",
+        "apply_rotary_pos_emb",
+    )
     SHAPES = {
         "position-forward": "upstream forward(x, position_ids, ...) returning cos, sin at the given positions",
         "table": "forward returning [seq_len, head_dim] tables from _forward_at_positions (this codemod's output)",
@@ -112,7 +116,9 @@ class RotaryEmbedding(VaccCodemod):
         hit = s.find_method(cls, "forward")
         if hit is None:
             raise self.drift(
-                "GemmaRotaryEmbedding.forward", "GemmaRotaryEmbedding has no forward", anchor="GemmaRotaryEmbedding"
+                "GemmaRotaryEmbedding.forward",
+                "GemmaRotaryEmbedding has no forward",
+                anchor="GemmaRotaryEmbedding",
             )
         k, forward = hit
         kept = s.find(body, UPSTREAM_FORWARD)

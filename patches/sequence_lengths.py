@@ -11,7 +11,10 @@ Contract (SPEC §4.11): ``sequence_lengths = torch.ne(input_ids, pad_token_id).s
 Shapes recognised (in ``GemmaForSequenceClassification.forward``):
 
 * ``argmax-modulo`` — ``if self.config.pad_token_id is None: sequence_lengths = -1 else: …
-  argmax … % …``: the ``else`` branch is replaced, upstream's batch check is kept;
+  argmax … % …``: the block is replaced, upstream's batch check is kept;
+* ``rightmost-non-pad`` — the same block assigning ``last_non_pad_token`` from
+  ``(token_indices * non_pad_mask).argmax(-1)`` (4.49+; left and right padding): replaced,
+  keeping upstream's variable name;
 * ``ne-sum`` — the form this codemod writes (its own output).
 """
 
@@ -26,14 +29,13 @@ from patches._base import VaccCodemod
 SEQUENCE_LENGTHS = s.parse_stmts(
     """
     if self.config.pad_token_id is None:
-        sequence_lengths = -1
+        __index__ = -1
+    elif input_ids is not None:
+        # vacc: right padding, the last token is the one before the first pad
+        __index__ = torch.ne(input_ids, self.config.pad_token_id).sum(-1) - 1
+        __index__ = __index__.to(logits.device)
     else:
-        if input_ids is not None:
-            # vacc: right padding, the last token is the one before the first pad
-            sequence_lengths = torch.ne(input_ids, self.config.pad_token_id).sum(-1) - 1
-            sequence_lengths = sequence_lengths.to(logits.device)
-        else:
-            sequence_lengths = -1
+        __index__ = -1
     """
 )[0]
 
@@ -43,8 +45,22 @@ _PAD_IS_NONE = m.If(
         comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
     )
 )
-_SEQUENCE_LENGTHS = m.AssignTarget(target=m.Name("sequence_lengths"))
-_ARGMAX = m.Call(func=m.Attribute(attr=m.Name("argmax")))
+_ARGMAX = "argmax"
+
+
+def sequence_lengths(index: str) -> cst.If:
+    """The right-padding block, assigning upstream's own variable (``sequence_lengths`` or
+    ``last_non_pad_token``)."""
+    return s.fill(SEQUENCE_LENGTHS, index=cst.Name(index))
+
+
+def _index_variable(block: cst.If) -> str | None:
+    """The variable the ``if pad_token_id is None:`` branch sets to -1."""
+    for small in s.small_statements(block.body):
+        hit = s.assignment(small)
+        if hit and "." not in hit[0]:
+            return hit[0]
+    return None
 
 
 class SequenceLengths(VaccCodemod):
@@ -55,6 +71,7 @@ class SequenceLengths(VaccCodemod):
     TARGETS = ("GemmaForSequenceClassification.forward",)
     SHAPES = {
         "argmax-modulo": "`if pad_token_id is None: ... else: argmax(...) - 1 ... % seq_len`",
+        "rightmost-non-pad": "`... elif input_ids is not None: (token_indices * non_pad_mask).argmax(-1)` (4.49+)",
         "ne-sum": "the ne(...).sum(-1) - 1 form this codemod writes",
     }
 
@@ -74,25 +91,28 @@ class SequenceLengths(VaccCodemod):
             )
         k, forward = method
         stmts = s.fn_body(forward)
-        j = s.first_index(stmts, lambda x: m.matches(x, _PAD_IS_NONE) and s.contains(x, _SEQUENCE_LENGTHS))
+        j = s.first_index(stmts, lambda x: m.matches(x, _PAD_IS_NONE) and _index_variable(x) is not None)
         if j is None:
             raise self.drift(
                 "GemmaForSequenceClassification.forward",
-                "no `if self.config.pad_token_id is None:` block computing sequence_lengths",
+                "no `if self.config.pad_token_id is None:` block computing the last token's index",
                 anchor="GemmaForSequenceClassification.forward",
             )
-        if s.same_code(stmts[j], SEQUENCE_LENGTHS):
+        index = _index_variable(stmts[j])
+        new = sequence_lengths(index)
+        if s.same_code(stmts[j], new):
             self.met("ne-sum")
             return module
-        if not s.contains(stmts[j], _ARGMAX):
+        scan = s.scan(stmts[j])
+        if not any(c.endswith(".argmax") for c in scan.calls):
             raise self.drift(
                 "GemmaForSequenceClassification.forward",
                 "sequence_lengths computed without argmax: "
                 f"{s.render(stmts[j]).strip().splitlines()[-1].strip()}",
                 anchor="GemmaForSequenceClassification.forward",
             )
-        self.met("argmax-modulo")
-        stmts[j] = s.keep_leading(stmts[j], SEQUENCE_LENGTHS)
+        self.met("rightmost-non-pad" if "token_indices" in scan.names else "argmax-modulo")
+        stmts[j] = s.keep_leading(stmts[j], new)
         new_fn = s.with_fn_body(forward, stmts)
         new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new_fn))
         return module.with_changes(body=s.replace_in(module.body, i, new_cls))

@@ -14,7 +14,7 @@ from packaging.version import Version
 from patcher import pins, upstream
 
 PINNED = list(pins.load_pins())
-NEWEST_SUPPORTED = Version("4.47.1")
+NEWEST_SUPPORTED = Version("4.53.3")
 SUPPORTED = [v for v in PINNED if Version(v) <= NEWEST_SUPPORTED]
 UNSUPPORTED = [v for v in PINNED if Version(v) > NEWEST_SUPPORTED]
 

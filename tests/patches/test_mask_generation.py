@@ -47,6 +47,7 @@ DYNAMIC_FORWARD = """
         return_dict: Optional[bool] = None,
         cache_position: Optional[torch.LongTensor] = None,
     ) -> Union[Tuple, BaseModelOutputWithPast]:
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
 
@@ -224,6 +225,8 @@ TUPLE_FORWARD = (
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
             past_key_values=next_cache,
+            hidden_states=all_hidden_states,
+            attentions=all_self_attns,
         )
 """  # noqa: E501
 )
@@ -402,17 +405,19 @@ def test_idempotent() -> None:
             id="model-forward-renamed",
         ),
         pytest.param(
-            UPSTREAM.replace("causal_mask = self._update_causal_mask(", "causal_mask = create_causal_mask("),
+            UPSTREAM.replace("causal_mask = self._update_causal_mask(", "causal_mask = build_mask("),
             "GemmaModel.forward",
-            id="create-causal-mask",
+            id="unknown-mask-builder",
         ),
         pytest.param(
             UPSTREAM.replace(
-                "        cache_position: Optional[torch.LongTensor] = None,\n    ) -> Union[Tuple, Base",
-                "    ) -> Union[Tuple, Base",
+                "    def forward(\n        self,\n        input_ids: torch.LongTensor = None,",
+                "    @intercept_outputs\n"
+                "    def forward(\n        self,\n        input_ids: torch.LongTensor = None,",
+                1,
             ),
             "GemmaModel.forward",
-            id="no-cache-position",
+            id="unknown-decorator",
         ),
         pytest.param(
             UPSTREAM.replace(

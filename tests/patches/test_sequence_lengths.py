@@ -58,13 +58,12 @@ ARGMAX_MODULO = """\
 NE_SUM = """\
         if self.config.pad_token_id is None:
             sequence_lengths = -1
+        elif input_ids is not None:
+            # vacc: right padding, the last token is the one before the first pad
+            sequence_lengths = torch.ne(input_ids, self.config.pad_token_id).sum(-1) - 1
+            sequence_lengths = sequence_lengths.to(logits.device)
         else:
-            if input_ids is not None:
-                # vacc: right padding, the last token is the one before the first pad
-                sequence_lengths = torch.ne(input_ids, self.config.pad_token_id).sum(-1) - 1
-                sequence_lengths = sequence_lengths.to(logits.device)
-            else:
-                sequence_lengths = -1
+            sequence_lengths = -1
 """
 BOTTOM = """
         pooled_logits = logits[torch.arange(batch_size, device=logits.device), sequence_lengths]
@@ -102,9 +101,7 @@ def test_argmax_modulo(before: str) -> None:
         pytest.param(
             OUTPUT.replace(
                 "torch.ne(input_ids, self.config.pad_token_id).sum(-1) - 1",
-                "torch.ne(\n"
-                "                    input_ids, self.config.pad_token_id\n"
-                "                ).sum(-1) - 1",
+                "torch.ne(\n                input_ids, self.config.pad_token_id\n            ).sum(-1) - 1",
             ),
             id="reformatted-own-output_noop",
         ),
@@ -152,7 +149,6 @@ TOKEN_INDICES = """\
             ),
             id="forward-renamed",
         ),
-        pytest.param(UPSTREAM.replace(ARGMAX_MODULO, TOKEN_INDICES), id="token-indices-search"),
         pytest.param(
             UPSTREAM.replace(
                 "torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1",
@@ -175,3 +171,13 @@ def test_formatting_insensitive() -> None:
         "sequence_lengths = (sequence_lengths %\n                    input_ids.shape[-1])",
     )
     assert_formatting_insensitive(SequenceLengths, UPSTREAM, reformatted)
+
+
+def test_rightmost_non_pad_keeps_upstreams_variable() -> None:
+    """4.49+: `last_non_pad_token` from a search over token positions becomes the right-padding
+    form, under upstream's own variable name (used by the pooling line after it)."""
+    before = UPSTREAM.replace(ARGMAX_MODULO, TOKEN_INDICES).replace(
+        "device=logits.device), sequence_lengths]", "device=logits.device), last_non_pad_token]"
+    )
+    after = CAUSAL_LM + (TOP + NE_SUM + BOTTOM).replace("sequence_lengths", "last_non_pad_token")
+    assert_codemod(SequenceLengths, before, after, ("rightmost-non-pad",))
