@@ -166,7 +166,13 @@ def cmd_pin(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 #: Modules adding more commands: each has ``register(command)``, where ``command(name, func,
 #: help)`` returns the new sub-parser.  They must be cheap to import (no libcst at import).
-COMMAND_MODULES: tuple[str, ...] = ("patcher.matrix", "patcher.verify_all")
+COMMAND_MODULES: tuple[str, ...] = (
+    "patcher.matrix",
+    "patcher.verify_all",
+    "patcher.install",
+    "patcher.check",
+    "patcher.review",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from unidiff import PatchSet
 
 from patcher import engine
+from patcher.attribution import trace
 from patcher.outputs import MODELING, OUTPUT_NAMES
 from patches._base import VaccCodemod
 
@@ -29,28 +30,9 @@ class AttributedDiff:
 
 def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], dict[int, str]]:
     """For the final text: which codemod wrote each line (None: upstream's), and for each
-    upstream line index that disappeared, which codemod removed it."""
-    current = steps[0].splitlines(keepends=True)
-    wrote: list[str | None] = [None] * len(current)
-    origin: list[int | None] = list(range(len(current)))
-    removed: dict[int, str] = {}
-    for name, text in zip(names, steps[1:], strict=True):
-        new = text.splitlines(keepends=True)
-        new_wrote: list[str | None] = []
-        new_origin: list[int | None] = []
-        matcher = difflib.SequenceMatcher(a=current, b=new, autojunk=False)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if tag == "equal":
-                new_wrote += wrote[i1:i2]
-                new_origin += origin[i1:i2]
-                continue
-            for k in range(i1, i2):
-                if origin[k] is not None:
-                    removed.setdefault(origin[k], name)
-            new_wrote += [name] * (j2 - j1)
-            new_origin += [None] * (j2 - j1)
-        current, wrote, origin = new, new_wrote, new_origin
-    return wrote, removed
+    upstream line index that disappeared, which codemod removed it (see ``attribution.trace``)."""
+    traced = trace(steps, names)
+    return traced.wrote, traced.removed
 
 
 def attributed_diff(

@@ -58,6 +58,7 @@ CHECK_NAMES = (
     "onnx_prefill",
     "onnx_decode",
     "onnx_quantized",
+    "from_pretrained",
 )
 CONFIGS = ("mqa", "mha")
 STATUSES = ("pass", "fail", "exception")

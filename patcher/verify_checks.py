@@ -26,7 +26,9 @@ import argparse
 import copy
 import functools
 import importlib
+import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -60,7 +62,10 @@ CHECK_NAMES = (
     "onnx_prefill",
     "onnx_decode",
     "onnx_quantized",
+    "from_pretrained",
 )
+# Checks that write files: they get a scratch directory as a second argument.
+WORKDIR_CHECKS = {"onnx_prefill", "onnx_decode", "onnx_quantized", "from_pretrained"}
 # generate() arguments every release passes to prepare_inputs_for_generation.
 STANDARD_GENERATE_KWARGS = {"past_key_values", "attention_mask", "inputs_embeds", "use_cache", "position_ids"}
 
@@ -585,6 +590,55 @@ def check_onnx_quantized(case: Case, workdir: Path) -> str:
     return f"{found} Vastai::QuantizedLinearPerChannel nodes"
 
 
+# --- trust_remote_code ------------------------------------------------------------------------------
+
+
+@functools.cache
+def _checkpoint_module():
+    """patcher's ``checkpoint.py`` (standard library only), loaded by path: the check installs
+    the files exactly the way ``patcher install`` does."""
+    path = Path(__file__).with_name("checkpoint.py")
+    spec = importlib.util.spec_from_file_location("patcher_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_from_pretrained(case: Case, workdir: Path) -> str:
+    """Upstream's ``save_pretrained`` checkpoint plus the outputs and the auto_map loads with
+    ``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`` as the vacc class and
+    gives upstream's logits; installing a second time changes nothing."""
+    import transformers
+
+    checkpoint = _checkpoint_module()
+    directory = workdir / f"checkpoint_{case.name}"
+    case.upstream.save_pretrained(directory)
+    files = {}
+    for name in OUTPUT_FILES:
+        with open(case.output_dir / name, encoding="utf-8", newline="") as handle:
+            files[name] = handle.read()
+    checkpoint.install(directory, files)
+    if checkpoint.install(directory, files).changed:
+        raise CheckFailed("installing a second time changed the checkpoint")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+            str(directory), trust_remote_code=True, output_loading_info=True
+        )
+    cls = type(model)
+    module = cls.__module__
+    # remote code is imported as transformers_modules.<checkpoint dir>.<file>
+    remote = module.startswith("transformers_modules.") and module.endswith(".modeling_gemma_vacc")
+    if cls.__name__ != "GemmaForCausalLM" or not remote:
+        raise CheckFailed(f"loaded {module}.{cls.__name__}, not the checkpoint's vacc GemmaForCausalLM")
+    missing, unexpected = list(info.get("missing_keys", ())), list(info.get("unexpected_keys", ()))
+    if missing or unexpected:
+        raise CheckFailed(f"from_pretrained: missing {missing or 'none'}; unexpected {unexpected or 'none'}")
+    logits = case.vacc_logits(model.eval())
+    return "vacc class from the checkpoint, " + expect_close(logits, case.upstream_logits)
+
+
 # --- running ---------------------------------------------------------------------------------------
 
 
@@ -610,7 +664,7 @@ def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
         started = time.monotonic()
         function = globals()[f"check_{check}"]
         try:
-            if check.startswith("onnx"):
+            if check in WORKDIR_CHECKS:
                 detail = function(case, workdir)
             else:
                 detail = function(case)
@@ -628,12 +682,15 @@ def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
 
 def run(output_dir: Path) -> dict:
     """All checks for both configs; a setup failure fails every check it prevents."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         workdir = Path(tmp)
+        # remote code loaded by from_pretrained is copied here, not into the user's HF cache
+        os.environ["HF_MODULES_CACHE"] = str(workdir / "hf-modules")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import transformers
+
+        transformers.logging.set_verbosity_error()
         try:
             upstream_mod = importlib.import_module("transformers.models.gemma.modeling_gemma")
             modeling, configuration, _ = import_output(output_dir, workdir)
@@ -647,6 +704,7 @@ def run(output_dir: Path) -> dict:
             started = time.monotonic()
             try:
                 case = Case(name, kv_heads, upstream_mod, modeling, configuration)
+                case.output_dir = output_dir
             except Exception as error:
                 traceback.print_exc()
                 detail = f"model setup failed: {_error_line(error)}"

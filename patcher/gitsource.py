@@ -1,0 +1,134 @@
+"""The codemods of another commit, read through GitPython, and generation with them.
+
+``materialise`` writes a commit's ``patches/`` and ``patcher/`` into a temporary directory
+(the working tree and the index are never touched); :func:`run_sides` then runs
+``patcher/regen.py`` as a worker process per tree, in parallel, so that the codemods of two
+commits never share a process.  Both sides read the working tree's pins: the question is
+what the codemods do to the same upstream files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from patcher.errors import PatcherError, UsageError
+
+#: What shapes an output besides patches/: the runner (outputs.series_digest covers the same).
+GENERATOR_FILES = ("patcher/engine.py", "patcher/generate.py", "patcher/outputs.py")
+TREES = ("patches", "patcher")
+REGEN = Path(__file__).with_name("regen.py")
+
+
+def open_repo(path: Path):
+    """The git repository holding ``path``; UsageError when there is none."""
+    import git
+
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise UsageError(
+            f"{path} is not inside a git repository; run review from a patcher checkout"
+        ) from None
+
+
+def resolve(repo, ref: str):
+    """The commit ``ref`` names; UsageError for an unknown ref."""
+    import git
+    from gitdb.exc import BadName, BadObject
+
+    try:
+        return repo.commit(ref)
+    except (BadName, BadObject, ValueError, git.GitCommandError):
+        raise UsageError(f"unknown git ref {ref!r}; fetch it first (e.g. `git fetch origin`)") from None
+
+
+def materialise(commit, dest: Path) -> None:
+    """Write ``patches/`` and ``patcher/`` of ``commit`` under ``dest``."""
+    for top in TREES:
+        try:
+            tree = commit.tree / top
+        except KeyError:
+            raise UsageError(f"commit {commit.hexsha[:12]} has no {top}/; is it a patcher commit?") from None
+        for item in tree.traverse():
+            if item.type != "blob":
+                continue
+            target = dest / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.data_stream.read())
+
+
+def changed_sources(commit, root: Path) -> list[str]:
+    """Files under ``patches/`` (and the runner's modules) that differ between ``commit`` and
+    the working tree at ``root``: the first signal of which codemods a change concerns."""
+    import hashlib
+
+    def blob_sha(data: bytes) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+    old: dict[str, str] = {}
+    try:
+        for item in (commit.tree / "patches").traverse():
+            if item.type == "blob":
+                old[item.path] = item.hexsha
+    except KeyError:
+        pass
+    for path in GENERATOR_FILES:
+        try:
+            old[path] = (commit.tree / path).hexsha
+        except KeyError:
+            pass
+    new: dict[str, str] = {}
+    for path in (root / "patches").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            new[path.relative_to(root).as_posix()] = blob_sha(path.read_bytes())
+    for rel in GENERATOR_FILES:
+        if (root / rel).is_file():
+            new[rel] = blob_sha((root / rel).read_bytes())
+    return sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p))
+
+
+def codemod_of(path: str) -> str | None:
+    """The codemod a changed file is, when it is one (``patches/mask_helpers.py``)."""
+    p = Path(path)
+    if p.parent.as_posix() == "patches" and p.suffix == ".py" and not p.stem.startswith("_"):
+        return p.stem.replace("_", "-")
+    return None
+
+
+@dataclass(frozen=True)
+class Side:
+    """One tree to generate with: where its packages are and what to call it."""
+
+    name: str
+    root: Path
+
+
+def run_sides(sides: list[Side], request: dict, pins: Path) -> dict[str, dict]:
+    """Run the regen worker on each side in parallel; the JSON document of each, by name."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PATCHER_PINS_DIR"] = str(pins.resolve())
+    with tempfile.TemporaryDirectory(prefix="patcher-sides-") as tmp:
+        request_file = Path(tmp) / "request.json"
+        request_file.write_text(json.dumps(request), encoding="utf-8")
+        procs = {}
+        for i, side in enumerate(sides):
+            result, errors = Path(tmp) / f"result-{i}.json", Path(tmp) / f"stderr-{i}.txt"
+            cmd = [sys.executable, str(REGEN), str(side.root.resolve()), str(request_file), str(result)]
+            with open(errors, "w") as stderr:
+                proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            procs[side.name] = (proc, result, errors)
+        out = {}
+        for name, (proc, result, errors) in procs.items():
+            proc.wait()
+            if proc.returncode != 0 or not result.is_file():
+                lines = [ln for ln in errors.read_text(errors="replace").splitlines() if ln.strip()]
+                last = lines[-1] if lines else f"exit code {proc.returncode}"
+                raise PatcherError(f"generating with the codemods of {name} failed: {last}")
+            out[name] = json.loads(result.read_text(encoding="utf-8"))
+    return out

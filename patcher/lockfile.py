@@ -1,0 +1,216 @@
+"""The output lock: ``upstream_pins/lock.json``, what every pinned release generates.
+
+For each pinned release the lock records either the sha256 of each output file plus, per
+codemod, a short digest of the lines it wrote (:func:`patcher.attribution.contributions`),
+or that the release drifts and which codemods drift.  Drift is a normal, recorded state:
+the series does not support every pinned release yet, and a change that teaches a codemod a
+new shape shows up in the lock as "now generates".  ``series_digest`` says which codemod
+sources wrote the lock; it is information for readers, not compared (a refactor of the
+runner that changes no output is not a difference).
+
+The file is deterministic (releases in version order, sorted keys inside, indent 1, final
+newline) so that the lock diff of a pull request shows exactly the releases that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import Version
+
+from patcher.errors import UsageError
+from patcher.pins import pins_dir
+
+LOCK_NAME = "lock.json"
+FORMAT = 1
+_DRIFT_LINE = re.compile(r"^drift: codemod ([\w-]+),", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One release in the lock: output digests and codemod contributions, or its drift."""
+
+    outputs: dict[str, str] | None = None
+    codemods: dict[str, str] | None = None
+    drift: tuple[str, ...] | None = None
+
+    def same_as(self, other: Entry) -> bool:
+        """Equal outputs, or equal drift; contributions only explain a difference."""
+        return self.outputs == other.outputs and self.drift == other.drift
+
+    def to_json(self) -> dict:
+        if self.drift is not None:
+            return {"drift": list(self.drift)}
+        return {
+            "outputs": dict(sorted(self.outputs.items())),
+            "codemods": dict(sorted(self.codemods.items())),
+        }
+
+
+@dataclass
+class Lock:
+    """Every locked release, by version, and the series digest that wrote them."""
+
+    releases: dict[str, Entry] = field(default_factory=dict)
+    series_digest: str = ""
+
+    def to_json(self) -> str:
+        data = {
+            "format": FORMAT,
+            "about": "Written by `patcher lock`; `patcher check` regenerates every pinned release "
+            "and compares. Re-lock in the commit that changes a codemod.",
+            "series_digest": self.series_digest,
+            "releases": {v: self.releases[v].to_json() for v in sorted(self.releases, key=Version)},
+        }
+        return json.dumps(data, indent=1) + "\n"
+
+
+def release_spans(versions: list[str], pinned: list[str]) -> str:
+    """``versions`` in short form: runs of consecutive pinned releases as ``first–last``."""
+    wanted = set(versions)
+    spans: list[list[str]] = []
+    previous_in = False
+    for version in pinned:
+        if version in wanted:
+            if previous_in:
+                spans[-1].append(version)
+            else:
+                spans.append([version])
+        previous_in = version in wanted
+    spans += [[v] for v in versions if v not in pinned]
+    return ", ".join(s[0] if len(s) == 1 else f"{s[0]}–{s[-1]}" for s in spans)
+
+
+def drifting_codemods(error: Exception) -> tuple[str, ...]:
+    """The codemods a ``DriftError`` names, in the order it names them."""
+    return tuple(dict.fromkeys(_DRIFT_LINE.findall(str(error))))
+
+
+def lock_path(directory: Path | None = None) -> Path:
+    """``lock.json`` beside the pins (``$PATCHER_PINS_DIR`` or ``upstream_pins/``)."""
+    return pins_dir(directory) / LOCK_NAME
+
+
+def _bad(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path} is not a valid lock ({why}); restore it from git or run `patcher lock`")
+
+
+def read_lock(path: Path) -> Lock:
+    """The lock at ``path``; UsageError when it is missing or malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"there is no lock at {path}; run `patcher lock` to write one") from None
+    except (OSError, ValueError) as exc:
+        raise _bad(path, str(exc)) from None
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or not isinstance(data.get("releases"), dict)
+    ):
+        raise _bad(path, f"expected format {FORMAT} with releases")
+    lock = Lock(series_digest=str(data.get("series_digest", "")))
+    for version, raw in data["releases"].items():
+        if not isinstance(raw, dict):
+            raise _bad(path, f"entry of {version} is not an object")
+        if "drift" in raw and isinstance(raw["drift"], list):
+            lock.releases[version] = Entry(drift=tuple(raw["drift"]))
+        elif isinstance(raw.get("outputs"), dict) and isinstance(raw.get("codemods"), dict):
+            lock.releases[version] = Entry(outputs=dict(raw["outputs"]), codemods=dict(raw["codemods"]))
+        else:
+            raise _bad(path, f"entry of {version} has neither outputs and codemods nor drift")
+    return lock
+
+
+def write_lock(lock: Lock, path: Path) -> bool:
+    """Write ``lock`` atomically; False (and nothing written) when the file already says it."""
+    text = lock.to_json()
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lock.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+# -- comparing -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Difference:
+    """How one release's regeneration differs from its lock entry.
+
+    ``kind``: ``outputs`` (files differ), ``drift`` (drifts differently), ``now-generates``,
+    ``now-drifts``, ``unlocked`` (pinned, not in the lock) or ``unpinned`` (locked, no pin).
+    """
+
+    version: str
+    kind: str
+    files: tuple[str, ...] = ()
+    codemods: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """The difference in words, without the release (shared by a group of releases)."""
+        files = ", ".join(self.files)
+        what = {
+            "outputs": f"{files} differ{'s' if len(self.files) == 1 else ''}",
+            "drift": "drifts in other codemods",
+            "now-generates": "now generates (locked as drifting)",
+            "now-drifts": "now drifts (locked outputs)",
+            "unlocked": "is pinned but not in the lock",
+            "unpinned": "is in the lock but no longer pinned",
+        }[self.kind]
+        return what + (f"; codemods: {', '.join(self.codemods)}" if self.codemods else "")
+
+
+def compare(locked: Lock, current: dict[str, Entry], order: list[str] | None = None) -> list[Difference]:
+    """The differences between the lock and the regenerated entries, in version order.
+
+    ``codemods`` names what concerns each difference: those whose contribution digests
+    changed, those that stopped or started drifting, or the codemods now drifting.
+    """
+    rank = {name: i for i, name in enumerate(order or [])}
+
+    def ordered(names: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(names, key=lambda n: (rank.get(n, len(rank)), n)))
+
+    found: list[Difference] = []
+    for version in sorted(set(locked.releases) | set(current), key=Version):
+        old, new = locked.releases.get(version), current.get(version)
+        if old is None:
+            found.append(Difference(version, "unlocked"))
+        elif new is None:
+            found.append(Difference(version, "unpinned"))
+        elif old.same_as(new):
+            continue
+        elif old.drift is not None and new.drift is not None:
+            found.append(Difference(version, "drift", codemods=ordered(set(old.drift) ^ set(new.drift))))
+        elif old.drift is not None:
+            found.append(Difference(version, "now-generates", codemods=ordered(set(old.drift))))
+        elif new.drift is not None:
+            found.append(Difference(version, "now-drifts", codemods=ordered(set(new.drift))))
+        else:
+            files = tuple(
+                sorted(
+                    n for n in set(old.outputs) | set(new.outputs) if old.outputs.get(n) != new.outputs.get(n)
+                )
+            )
+            changed = {
+                n
+                for n in set(old.codemods) | set(new.codemods or {})
+                if old.codemods.get(n) != (new.codemods or {}).get(n)
+            }
+            found.append(Difference(version, "outputs", files, ordered(changed)))
+    return found
