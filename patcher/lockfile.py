@@ -172,7 +172,11 @@ class Difference:
             "unlocked": "is pinned but not in the lock",
             "unpinned": "is in the lock but no longer pinned",
         }[self.kind]
-        return what + (f"; codemods: {', '.join(self.codemods)}" if self.codemods else "")
+        if self.codemods:
+            return f"{what}; codemods: {', '.join(self.codemods)}"
+        if self.kind == "outputs":  # every codemod wrote the same lines: the notice or their order
+            return f"{what}; no codemod's own lines changed (notice or line order)"
+        return what
 
 
 def compare(locked: Lock, current: dict[str, Entry], order: list[str] | None = None) -> list[Difference]:
