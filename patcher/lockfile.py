@@ -86,8 +86,8 @@ def release_spans(versions: list[str], pinned: list[str]) -> str:
     return ", ".join(s[0] if len(s) == 1 else f"{s[0]}–{s[-1]}" for s in spans)
 
 
-def drifting_codemods(error: Exception) -> tuple[str, ...]:
-    """The codemods a ``DriftError`` names, in the order it names them."""
+def drifting_codemods(error: Exception | str) -> tuple[str, ...]:
+    """The codemods a ``DriftError`` (or its message) names, in the order it names them."""
     return tuple(dict.fromkeys(_DRIFT_LINE.findall(str(error))))
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from patcher import attribution, gitsource, lockfile
 from patcher.errors import UsageError
+from patcher.outputs import CONFIGURATION, MODELING, OUTPUT_NAMES
 from patcher.pins import load_pins
 
 WORKING_TREE = "working tree"
-MODELING, CONFIGURATION = "modeling_gemma.py", "configuration_gemma.py"
-OUTPUT_OF = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuration_gemma_vacc.py"}
 COMPANION = "(companion file)"
 
 
@@ -113,7 +112,7 @@ def _drift_lines(message: str | None) -> dict[str, list[str]]:
     """A drift message's lines, by the codemod each names."""
     lines: dict[str, list[str]] = {}
     for line in (message or "").splitlines():
-        name = lockfile.drifting_codemods(Exception(line))
+        name = lockfile.drifting_codemods(line)
         lines.setdefault(name[0] if name else "", []).append(line)
     return lines
 
@@ -186,7 +185,7 @@ def _attribute(group: Group, base: dict, head: dict, steps_b: dict, steps_h: dic
     """Fill ``group.files`` with the first release's hunks, attributed to codemods."""
     version = group.releases[0]
     b, h = base["releases"][version]["files"], head["releases"][version]["files"]
-    upstream_of = {out: up for up, out in OUTPUT_OF.items()}
+    upstream_of = {out: up for up, out in OUTPUT_NAMES.items()}
     order = [n for f in (MODELING, CONFIGURATION) for n in steps_h["releases"][version][f]["names"]]
     owners: list[str] = []
     for name in sorted(set(b) | set(h)):
