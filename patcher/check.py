@@ -178,20 +178,16 @@ def print_diffs(groups: list[list[Difference]], run: Regeneration, locked: Lock,
     from patcher.cache import BlobCache
 
     blobs = BlobCache()
-    wanted = {
-        locked.releases[g[0].version].outputs[name]
+    wanted = {  # release -> the locked digests of its differing files
+        g[0].version: [sha for n in g[0].files if (sha := locked.releases[g[0].version].outputs.get(n))]
         for g in groups
         if g[0].kind == "outputs"
-        for name in g[0].files
     }
-    texts = {sha: (data.decode("utf-8") if (data := blobs.get(sha)) is not None else None) for sha in wanted}
-    missing = {
-        g[0].version
-        for g in groups
-        if g[0].kind == "outputs"
-        for n in g[0].files
-        if texts[locked.releases[g[0].version].outputs[n]] is None
-    }
+    texts: dict[str, str | None] = {}
+    for sha in {sha for shas in wanted.values() for sha in shas}:
+        data = blobs.get(sha)
+        texts[sha] = data.decode("utf-8") if data is not None else None
+    missing = {version for version, shas in wanted.items() if any(texts[sha] is None for sha in shas)}
     if missing:
         texts.update(_locked_texts_from_git(sorted(missing), path))
     for group in groups:

@@ -162,3 +162,37 @@ def test_an_unlocked_release_is_a_difference(tmp_path, monkeypatch, capsys):
 def test_the_committed_lock_matches_the_codemods():
     """Whoever changes a codemod's output re-locks in the same commit (`patcher lock`)."""
     assert main(["check"]) == 0
+
+
+@pytest.mark.network
+def test_check_diff_on_a_cold_cache_regenerates_the_locked_text_from_git(tmp_path):
+    """In CI the locked outputs are not cached: --diff regenerates them with the codemods of
+    the commit that last wrote the lock."""
+    import shutil
+    import subprocess
+
+    from patcher import pins
+    from patcher.cache import BlobCache
+
+    versions = ["4.40.1", "4.40.2"]
+    tree = copy_tree(tmp_path / "tree", versions)
+
+    def cold_cache():  # the upstream files only, as a CI cache of blobs would hold
+        cache = tmp_path / "cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        for pin in pins.load_pins(tree / "upstream_pins").values():
+            for sha in pin.files.values():
+                BlobCache(cache).put(BlobCache().get(sha))
+        return {"PATCHER_CACHE_DIR": str(cache)}
+
+    assert run_patcher(tree, "lock", env=cold_cache()).returncode == 0
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "lock"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=tree, check=True
+        )
+    edit(tree / "patches" / "quantize.py", *QUANTIZE_EDIT)
+    shown = run_patcher(tree, "check", "--diff", env=cold_cache())
+    assert shown.returncode == 5, shown.stderr
+    assert "--- a/modeling_gemma_vacc.py (locked, transformers 4.40.1)" in shown.stdout
+    assert '-        """Replace the attention and MLP projections' in shown.stdout
+    assert 'int8 weight-only linears (vacc)."""\n+' in shown.stdout

@@ -39,10 +39,10 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
-def run_patcher(tree: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m patcher ARGS`` with ``tree``'s packages and pins."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PATCHER_PINS_DIR")}
-    env["PYTHONPATH"] = str(tree)
+def run_patcher(tree: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m patcher ARGS`` with ``tree``'s packages and pins (and ``env`` added)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PATCHER_PINS_DIR")}
+    env = {**environ, **(env or {}), "PYTHONPATH": str(tree)}
     return subprocess.run(
         [sys.executable, "-m", "patcher", *args], cwd=tree, env=env, capture_output=True, text=True
     )
