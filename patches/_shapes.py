@@ -323,3 +323,35 @@ def scan(node: cst.CSTNode) -> Scan:
 def calls(node: cst.CSTNode) -> list[str]:
     """The dotted names called anywhere in ``node`` (``self.mlp``, ``torch.arange`` …)."""
     return scan(node).calls
+
+
+class _Rename(cst.CSTTransformer):
+    """Rename variables, leaving attribute names alone (``outputs.cache`` keeps its ``cache``)."""
+
+    def __init__(self, names: dict[str, cst.BaseExpression]) -> None:
+        super().__init__()
+        self.names = names
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        return False  # the value is renamed in leave_Attribute; the attribute's own name never
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+        return updated.with_changes(value=updated.value.visit(self))
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        return True
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg) -> cst.Arg:
+        # a keyword is a parameter name of the callee, not a variable: keep it as it was
+        return updated.with_changes(keyword=original.keyword)
+
+    def visit_Param(self, node: cst.Param) -> bool:
+        return True
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        return self.names.get(updated.value, updated)
+
+
+def rename(node: cst.CSTNode, names: dict[str, cst.BaseExpression]) -> cst.CSTNode:
+    """``node`` with the variables in ``names`` replaced (attribute names and call keywords kept)."""
+    return node.visit(_Rename(names))

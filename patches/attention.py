@@ -115,25 +115,6 @@ EAGER_FUNCTION = "eager_attention_forward"
 _INTERFACE_CALL = m.Call(func=m.Name("attention_interface") | m.Name(EAGER_FUNCTION))
 
 
-class _Rename(cst.CSTTransformer):
-    """Rename variables (not attributes) in an expression: the eager function's names to the
-    forward's (``query`` -> ``query_states``, ``scaling`` -> ``self.scaling`` …)."""
-
-    def __init__(self, names: dict[str, cst.BaseExpression]) -> None:
-        super().__init__()
-        self.names = names
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)  # the attribute's own name is not a variable
-        return False
-
-    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
-        return updated.with_changes(value=updated.value.visit(self))
-
-    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
-        return self.names.get(updated.value, updated)
-
-
 class Attention(VaccCodemod):
     """One eager, tuple-cache ``GemmaAttention``; the variants, the eager function and the class
     mapping removed."""
@@ -218,7 +199,7 @@ class Attention(VaccCodemod):
         names = {"query": cst.Name("query_states"), "scaling": scaling[0]}
         if params and params[0] == "module":
             names["module"] = cst.Name("self")
-        new_forward = tuple_cache_forward(scores.visit(_Rename(names)))
+        new_forward = tuple_cache_forward(s.rename(scores, names))
         init = s.find_method(cls, "__init__")
         if init is None:
             raise self.drift("GemmaAttention", "GemmaAttention has no __init__")

@@ -37,7 +37,16 @@ Shapes recognised:
 * ``head-logits-to-keep`` — a head's forward taking ``num_logits_to_keep``/``logits_to_keep``
   to slice positions before ``lm_head`` (4.45+): the parameter goes and logits are computed
   for every position (upstream's default, 0, does the same);
-* ``head-tuple-cache`` — a head's forward with neither: unchanged.
+* ``head-cache-keyword`` — a head's forward taking the cache as ``cache`` (5.24+, behind
+  ``@deprecate_kwarg``): the parameter becomes ``past_key_values`` and the renaming decorator goes;
+* ``head-tuple-cache`` — a head's forward with none of these: unchanged;
+* ``generic-head`` — ``GemmaForSequenceClassification``/``GemmaForTokenClassification`` whose
+  body is inherited from ``Generic…ForSequenceClassification``/``…ForTokenClassification``
+  (4.54+), which build their model with ``AutoModel.from_config`` — upstream's GemmaModel, not
+  the vacc one: both get an ``__init__`` building ``GemmaModel``; the sequence classifier also
+  gets its own tuple-cache ``forward`` (with the generic last-token search, which
+  ``sequence-lengths`` then rewrites) and loses the generic base; the token classifier keeps the
+  generic forward, which passes the cache through.
 
 Layers derived from ``GradientCheckpointingLayer`` (4.52+) checkpoint themselves, so the
 rewritten loop then calls them directly instead of through ``_gradient_checkpointing_func``.
@@ -57,6 +66,112 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 
 HEADS = ("GemmaForCausalLM", "GemmaForSequenceClassification")
+#: Heads some releases have (4.45+), passing the tuple cache through like the others.
+OPTIONAL_HEADS = ("GemmaForTokenClassification",)
+#: Heads that may inherit everything from a generic class of the library (4.54+), and that class.
+GENERIC_HEADS = {
+    "GemmaForSequenceClassification": "GenericForSequenceClassification",
+    "GemmaForTokenClassification": "GenericForTokenClassification",
+}
+GENERIC_SEQUENCE_CLASSIFIER = """
+def __init__(self, config):
+    # vacc: built here, not by the generic head's AutoModel.from_config (upstream's GemmaModel)
+    super().__init__(config)
+    self.num_labels = config.num_labels
+    self.model = GemmaModel(config)
+    self.score = nn.Linear(config.hidden_size, self.num_labels, bias=False)
+
+    # Initialize weights and apply final processing
+    self.post_init()
+
+def get_input_embeddings(self):
+    return self.model.embed_tokens
+
+def set_input_embeddings(self, value):
+    self.model.embed_tokens = value
+
+def forward(
+    self,
+    input_ids=None,
+    attention_mask=None,
+    position_ids=None,
+    past_key_values=None,
+    inputs_embeds=None,
+    labels=None,
+    use_cache=None,
+    output_attentions=None,
+    output_hidden_states=None,
+    return_dict=None,
+):
+    from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+    return_dict = return_dict if return_dict is not None else self.config.return_dict
+    transformer_outputs = self.model(
+        input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=past_key_values,
+        inputs_embeds=inputs_embeds,
+        use_cache=use_cache,
+        output_attentions=output_attentions,
+        output_hidden_states=output_hidden_states,
+        return_dict=return_dict,
+    )
+    hidden_states = transformer_outputs[0]
+    logits = self.score(hidden_states)
+
+    if input_ids is not None:
+        batch_size = input_ids.shape[0]
+    else:
+        batch_size = inputs_embeds.shape[0]
+
+    if self.config.pad_token_id is None and batch_size != 1:
+        raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
+    if self.config.pad_token_id is None:
+        last_non_pad_token = -1
+    elif input_ids is not None:
+        non_pad_mask = (input_ids != self.config.pad_token_id).to(logits.device, torch.int32)
+        token_indices = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
+        last_non_pad_token = (token_indices * non_pad_mask).argmax(-1)
+    else:
+        last_non_pad_token = -1
+
+    pooled_logits = logits[torch.arange(batch_size, device=logits.device), last_non_pad_token]
+
+    loss = None
+    if labels is not None:
+        loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+
+    if not return_dict:
+        output = (pooled_logits,) + transformer_outputs[1:]
+        return ((loss,) + output) if loss is not None else output
+
+    return SequenceClassifierOutputWithPast(
+        loss=loss,
+        logits=pooled_logits,
+        __cache_field__=transformer_outputs.__cache_field__,
+        hidden_states=transformer_outputs.hidden_states,
+        attentions=transformer_outputs.attentions,
+    )
+"""
+GENERIC_TOKEN_CLASSIFIER = """
+def __init__(self, config):
+    # vacc: built here, not by the generic head's AutoModel.from_config (upstream's GemmaModel)
+    GemmaPreTrainedModel.__init__(self, config)
+    self.num_labels = config.num_labels
+    self.model = GemmaModel(config)
+    if getattr(config, "classifier_dropout", None) is not None:
+        classifier_dropout = config.classifier_dropout
+    elif getattr(config, "hidden_dropout", None) is not None:
+        classifier_dropout = config.hidden_dropout
+    else:
+        classifier_dropout = 0.1
+    self.dropout = nn.Dropout(classifier_dropout)
+    self.score = nn.Linear(config.hidden_size, config.num_labels)
+
+    # Initialize weights and apply final processing
+    self.post_init()
+"""
 #: The parameters of a head's forward in the contract (SPEC §4, heads), besides ``self``.
 HEAD_PARAMS = {
     "input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds", "labels",
@@ -309,7 +424,10 @@ class MaskGeneration(VaccCodemod):
     TARGETS = (
         "GemmaModel.forward",
         "GemmaModel._update_causal_mask",
-        *(f"{head}.forward" for head in HEADS),
+        *(f"{head}.forward" for head in (*HEADS, *OPTIONAL_HEADS)),
+        *(f"{head}.{member}" for head in GENERIC_HEADS for member in ("<bases>", "__init__")),
+        "GemmaForSequenceClassification.get_input_embeddings",
+        "GemmaForSequenceClassification.set_input_embeddings",
     )
     SHAPES = {
         "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
@@ -319,7 +437,9 @@ class MaskGeneration(VaccCodemod):
         "tuple-cache": "GemmaModel.forward calling _prepare_decoder_attention_mask (this codemod's output)",
         "head-cache-position": "a head's forward taking cache_position and passing it to self.model",
         "head-logits-to-keep": "a head's forward taking (num_)logits_to_keep to slice positions before lm_head",
+        "head-cache-keyword": "a head's forward taking the cache as `cache` (5.24+): renamed past_key_values",
         "head-tuple-cache": "a head's forward without cache_position or logits_to_keep",
+        "generic-head": "a head inheriting __init__/forward from a Generic…ForXxx class (4.54+)",
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -328,11 +448,13 @@ class MaskGeneration(VaccCodemod):
         if i is None or not isinstance(body[i], cst.ClassDef):
             raise self.drift("GemmaModel.forward", "no module-level class GemmaModel")
         body[i] = self._model(body[i], module)
-        for head in HEADS:
+        for head in (*HEADS, *OPTIONAL_HEADS):
             j = s.find(body, head)
             if j is None or not isinstance(body[j], cst.ClassDef):
+                if head in OPTIONAL_HEADS:
+                    continue
                 raise self.drift(f"{head}.forward", f"no module-level class {head}")
-            body[j] = self._head(head, body[j])
+            body[j] = self._head(head, body[j], module)
         return module.with_changes(body=body)
 
     def _model(self, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
@@ -342,6 +464,7 @@ class MaskGeneration(VaccCodemod):
         k, forward = hit
         params = s.param_names(forward)
         called = set(s.calls(forward))
+        self._cache_field = _cache_field(s.fn_body(forward))
         if "self._prepare_decoder_attention_mask" in called and not {"cache_position", "cache"} & set(params):
             self.met("tuple-cache")
             return cls
@@ -402,13 +525,16 @@ class MaskGeneration(VaccCodemod):
             del body[update]
         return s.with_class_body(cls, body)
 
-    def _head(self, head: str, cls: cst.ClassDef) -> cst.ClassDef:
+    def _head(self, head: str, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
         hit = s.find_method(cls, "forward")
         if hit is None:
+            if head in GENERIC_HEADS and any(s.dotted(b.value) == GENERIC_HEADS[head] for b in cls.bases):
+                self.met("generic-head")
+                return self._generic_head(head, cls, module)
             raise self.drift(f"{head}.forward", f"{head} has no forward", anchor=head)
         k, forward = hit
         params = s.param_names(forward)
-        known = HEAD_PARAMS | set(REMOVED_HEAD_PARAMS)
+        known = HEAD_PARAMS | set(REMOVED_HEAD_PARAMS) | {"cache"}
         unknown = [p for p in params[1:] if p not in known and not p.startswith("**")]
         if unknown:
             raise self.drift(
@@ -417,29 +543,29 @@ class MaskGeneration(VaccCodemod):
                 "tuple-cache head and not one this codemod knows how to remove",
                 anchor=head,
             )
+        renaming = [d for d in forward.decorators if _decorator_name(d) == "deprecate_kwarg"]
         removed = [p for p in params if p in REMOVED_HEAD_PARAMS]
-        if not removed:
+        if not removed and not renaming and "cache" not in params:
             self.met("head-tuple-cache")
             return cls
         if "self.model" not in s.calls(forward):
             raise self.drift(f"{head}.forward", f"forward takes {removed[0]} but never calls self.model")
-        self.met("head-cache-position" if "cache_position" in removed else "head-logits-to-keep")
-        if "cache_position" in removed and len(removed) > 1:
+        if "cache_position" in removed:
+            self.met("head-cache-position")
+        if {"num_logits_to_keep", "logits_to_keep"} & set(removed):
             self.met("head-logits-to-keep")
         new = forward.with_changes(
             params=forward.params.with_changes(
                 params=s.drop_items(forward.params.params, lambda p: p.name.value in REMOVED_HEAD_PARAMS)
-            )
-        )
-        new = m.replace(
-            new,
-            _MODEL_CALL,
-            lambda call, _: call.with_changes(
-                args=s.drop_items(call.args, lambda a: m.matches(a, m.Arg(keyword=m.Name("cache_position"))))
             ),
+            decorators=[d for d in forward.decorators if d not in renaming],
         )
+        if "cache" in params:  # 5.24+: the contract's head takes past_key_values
+            self.met("head-cache-keyword")
+            new = s.rename(new, {"cache": cst.Name("past_key_values")})
+        new = m.replace(new, _MODEL_CALL, lambda call, _: _tuple_cache_call(call))
         new = new.visit(_AllLogits())
-        new = s.with_fn_body(new, [x for x in s.fn_body(new) if not s.find_assignment([x], "slice_indices")])
+        new = s.with_fn_body(new, [x for x in s.fn_body(new) if not _slices_logits(x)])
         left = (s.scan(new).names - {"self"}) & (set(REMOVED_HEAD_PARAMS) | LOGITS_SLICING)
         if left:
             raise self.drift(
@@ -448,6 +574,64 @@ class MaskGeneration(VaccCodemod):
                 anchor=head,
             )
         return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
+
+    def _generic_head(self, head: str, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
+        """A head inheriting everything from a ``Generic…`` class (4.54+): that class builds its
+        model with ``AutoModel.from_config``, which knows only upstream's GemmaModel.  The vacc
+        head builds the vacc GemmaModel; the sequence classifier also gets its forward here (with
+        upstream's last-token search, which ``sequence-lengths`` then rewrites)."""
+        template = (
+            GENERIC_SEQUENCE_CLASSIFIER
+            if head == "GemmaForSequenceClassification"
+            else GENERIC_TOKEN_CLASSIFIER
+        )
+        members = s.parse_stmts(template.replace("__cache_field__", self._cache_field))
+        doc = s.docstring_stmt(s.class_body(cls))
+        body = [*([doc] if doc else []), *members]
+        if head == "GemmaForSequenceClassification":  # a head of its own; the token classifier keeps
+            bases = [b for b in cls.bases if s.dotted(b.value) != GENERIC_HEADS[head]]  # the generic forward
+            cls = cls.with_changes(
+                bases=[*bases[:-1], bases[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)]
+            )
+        return s.with_class_body(cls, body)
+
+
+def _cache_field(stmts: list[cst.BaseStatement]) -> str:
+    """The field of the model's output class that carries the cache (``past_key_values``, or
+    ``cache`` from 5.24 on)."""
+    output = _output_call(stmts)
+    fields = [a.keyword.value for a in output.args if a.keyword] if output else []
+    return next((f for f in fields if f in CACHE_FIELDS), "past_key_values")
+
+
+def _tuple_cache_call(call: cst.Call) -> cst.Call:
+    """The head's ``self.model(...)`` call without ``cache_position``, passing the cache as
+    ``past_key_values`` (the 5.24 keyword ``cache=`` included)."""
+    args = s.drop_items(call.args, lambda a: m.matches(a, m.Arg(keyword=m.Name("cache_position"))))
+    return call.with_changes(
+        args=[
+            a.with_changes(keyword=cst.Name("past_key_values"))
+            if m.matches(a, m.Arg(keyword=m.Name("cache")))
+            else a
+            for a in args
+        ]
+    )
+
+
+def _slices_logits(stmt: cst.CSTNode) -> bool:
+    """``slice_indices = ...logits_to_keep...`` or ``hidden_states = slice_logits_to_keep(hidden_states,
+    logits_to_keep)``: statements that only narrow the positions lm_head sees."""
+    for small in s.small_statements([stmt]):
+        hit = s.assignment(small)
+        if hit is None:
+            continue
+        target, value = hit
+        if target == "slice_indices":
+            return True
+        if isinstance(value, cst.Call) and value.args and s.dotted(value.args[0].value) == target:
+            if any(s.scan(a.value).names & LOGITS_SLICING for a in value.args[1:]):
+                return True
+    return False
 
 
 class _AllLogits(cst.CSTTransformer):

@@ -33,7 +33,10 @@ PREPARE_INPUTS = s.parse_def(
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
     ):
-        # vacc: tuple cache; generate() of some releases starts with an (empty) Cache object
+        # vacc: tuple cache; generate() of some releases starts with an (empty) Cache object, and
+        # 5.24+ hands the cache over as `cache`
+        if past_key_values is None:
+            past_key_values = kwargs.get("cache")
         if past_key_values is not None and not isinstance(past_key_values, tuple):
             past_key_values = past_key_values.to_legacy_cache() if past_key_values.get_seq_length() else None
         # once the cache exists only the last token is fed
@@ -45,8 +48,9 @@ PREPARE_INPUTS = s.parse_def(
             # create position_ids on the fly for batch generation
             position_ids = attention_mask.long().cumsum(-1) - 1
             position_ids.masked_fill_(attention_mask == 0, 1)
-            if past_key_values:
-                position_ids = position_ids[:, -1].unsqueeze(-1)
+        if past_key_values and position_ids is not None:
+            # (also when generate() hands over positions for the whole sequence, as 5.4+ does)
+            position_ids = position_ids[:, -1].unsqueeze(-1)
 
         # if `inputs_embeds` are passed, we only want to use them in the 1st generation step
         if inputs_embeds is not None and not past_key_values:

@@ -7,10 +7,9 @@ import ast
 import re
 
 import pytest
-from releases import DISTINCT_SUPPORTED, DISTINCT_UNSUPPORTED, SUPPORTED, fetch
+from releases import DISTINCT_SUPPORTED, SUPPORTED, fetch
 
 from patcher import claims, engine
-from patcher.errors import DriftError
 from patcher.generate import generate, notice
 from patcher.outputs import COMPANION_DIR, MODELING
 
@@ -112,15 +111,6 @@ def test_configuration_output_has_absolute_imports(output):
 
 def test_companion_is_shipped_as_is(output):
     assert output.files["quantization_vacc.py"] == (COMPANION_DIR / "quantization_vacc.py").read_text()
-
-
-@pytest.mark.parametrize("version", DISTINCT_UNSUPPORTED)
-def test_release_not_yet_supported_is_a_drift_error_not_a_file(version):
-    with pytest.raises(DriftError) as info:
-        generate(fetch(version), SERIES)
-    assert info.value.exit_code == 3
-    for line in str(info.value).splitlines():
-        assert line.startswith("drift: codemod ") and "known shapes:" in line
 
 
 @pytest.mark.parametrize("version", DISTINCT_SUPPORTED)
