@@ -16,8 +16,8 @@ from patcher.cli import main
 
 pytestmark = pytest.mark.network
 
-#: Releases the end-to-end test runs for; add the newest supported 5.x once the series has it.
-E2E_RELEASES = ["4.40.2"]
+#: Releases the end-to-end test runs for: a 4.x release and the newest supported 5.x.
+E2E_RELEASES = ["4.40.2", "5.24.0"]
 CHECKS = Path(__file__).resolve().parent.parent / "patcher" / "verify_checks.py"
 
 SAVE = """
