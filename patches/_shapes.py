@@ -25,11 +25,23 @@ def parse_stmts(source: str) -> list[cst.BaseStatement]:
 
     A comment heading the source stays with the first statement (libcst would otherwise
     keep it in the throwaway module's header)."""
-    module = cst.parse_module(textwrap.dedent(source).lstrip("\n"))
+    module = cst.parse_module(textwrap.dedent(source).lstrip("\n")).visit(_BlankLinesUnindented())
     body = list(module.body)
     if module.header and body:
         body[0] = body[0].with_changes(leading_lines=[*module.header, *body[0].leading_lines])
     return body
+
+
+class _BlankLinesUnindented(cst.CSTTransformer):
+    """Blank lines of a template render empty wherever it is spliced (not indented to the
+    block it lands in, which would leave trailing whitespace)."""
+
+    def leave_EmptyLine(self, original: cst.EmptyLine, updated: cst.EmptyLine) -> cst.EmptyLine:
+        return (
+            updated
+            if updated.comment
+            else updated.with_changes(indent=False, whitespace=cst.SimpleWhitespace(""))
+        )
 
 
 def parse_def(source: str) -> cst.FunctionDef:

@@ -281,3 +281,89 @@ def test_formatting_insensitive() -> None:
         )
     )
     assert_formatting_insensitive(Attention, UPSTREAM, reformatted)
+
+
+# -- 4.48+: eager_attention_forward and an attention-interface lookup -------------------------
+
+EAGER_FUNCTION = """\
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key_states = repeat_kv(key, module.num_key_value_groups)
+    value_states = repeat_kv(value, module.num_key_value_groups)
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    return attn_weights, None
+"""
+EAGER_ATTENTION = """
+
+class GemmaAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+
+    def forward(self, hidden_states, position_embeddings, attention_mask, past_key_value=None, **kwargs):
+        cos, sin = position_embeddings
+        attention_interface = eager_attention_forward
+        attn_output, attn_weights = attention_interface(
+            self, query_states, key_states, value_states, attention_mask, scaling=self.scaling, **kwargs
+        )
+        return attn_output, attn_weights
+"""
+EAGER_LAYER_AND_MODEL = """
+
+class GemmaDecoderLayer(nn.Module):
+    def __init__(self, config, layer_idx):
+        self.self_attn = GemmaAttention(config=config, layer_idx=layer_idx)
+
+
+class GemmaModel(GemmaPreTrainedModel):
+    def __init__(self, config):
+        self.rotary_emb = GemmaRotaryEmbedding(config=config)
+"""
+EAGER_UPSTREAM = EAGER_FUNCTION + EAGER_ATTENTION + EAGER_LAYER_AND_MODEL
+
+
+def test_eager_function_shape() -> None:
+    code, change = apply(Attention, EAGER_UPSTREAM)
+    assert change.shapes == ("eager-function",)
+    assert "def eager_attention_forward" not in code
+    # the scores keep upstream's expression, its names mapped to the forward's
+    assert "attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) * self.scaling" in code
+    # each attention builds its rotary embedding the way GemmaModel does
+    init = code.split("def __init__(self, config, layer_idx):")[1].split("def forward")[0]
+    assert "self.rotary_emb = GemmaRotaryEmbedding(config=config)" in init
+    assert "past_key_value = (key_states, value_states) if use_cache else None" in code
+    # the layer and the model are not attention targets here
+    assert EAGER_LAYER_AND_MODEL in code
+
+
+def test_eager_function_shape_is_idempotent() -> None:
+    once, _ = apply(Attention, EAGER_UPSTREAM)
+    twice, change = apply(Attention, once)
+    assert twice == once.lstrip("\n") and change.shapes == ("tuple-cache",)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        pytest.param(
+            EAGER_UPSTREAM.replace("scaling=self.scaling, ", ""),
+            "GemmaAttention.forward",
+            id="no-scaling-argument",
+        ),
+        pytest.param(
+            EAGER_UPSTREAM.replace(
+                "torch.matmul(query, key_states.transpose(2, 3)) * scaling",
+                "scaling * torch.einsum('bhqd,bhkd->bhqk', query, key_states)",
+            ),
+            "eager_attention_forward",
+            id="unknown-scores-form",
+        ),
+        pytest.param(
+            EAGER_UPSTREAM.replace("self.rotary_emb = GemmaRotaryEmbedding(config=config)", "pass"),
+            "GemmaAttention.__init__",
+            id="model-without-rotary",
+        ),
+    ],
+)
+def test_eager_function_drift(source: str, target: str) -> None:
+    assert_drift(Attention, source, target)

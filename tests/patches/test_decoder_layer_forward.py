@@ -246,3 +246,59 @@ def test_formatting_insensitive() -> None:
         )
     )
     assert_formatting_insensitive(DecoderLayerForward, UPSTREAM, reformatted)
+
+
+# 4.48+: rotary tables handed down by GemmaModel; 5.x: the cache named past_key_values or cache
+# and the bare hidden states returned.
+POSITION_EMBEDDINGS_FORWARD = """
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = False,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states, _ = self.self_attn(
+            hidden_states=hidden_states,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        hidden_states = residual + hidden_states
+        return hidden_states
+"""
+
+
+def test_position_embeddings() -> None:
+    before = MLP + LAYER_INIT + POSITION_EMBEDDINGS_FORWARD + DOCSTRING_AFTER
+    code, change = apply(DecoderLayerForward, before)
+    assert change.shapes == ("position-embeddings",)
+    layer = code.split("class GemmaDecoderLayer")[1]
+    assert "deprecate_kwarg" not in layer and "position_embeddings" not in layer
+    assert "past_key_value=past_key_value," in layer and "return outputs" in layer
+    assert_idempotent(DecoderLayerForward, before)
+
+
+def test_position_embeddings_with_an_unknown_parameter_is_drift() -> None:
+    before = (
+        MLP
+        + LAYER_INIT
+        + POSITION_EMBEDDINGS_FORWARD.replace(
+            "        use_cache: bool | None = False,\n",
+            "        use_cache: bool | None = False,\n        layer_scale=1.0,\n",
+        )
+    )
+    assert_drift(DecoderLayerForward, before, "GemmaDecoderLayer.forward")

@@ -521,3 +521,67 @@ def test_formatting_insensitive() -> None:
         )
     )
     assert_formatting_insensitive(MaskGeneration, UPSTREAM, reformatted)
+
+
+# -- 4.54+: generic classification heads; 5.24+: the cache argument named `cache` -------------
+
+GENERIC_HEADS = '''
+
+class GemmaForSequenceClassification(GenericForSequenceClassification, GemmaPreTrainedModel):
+    pass
+
+
+class GemmaForTokenClassification(GenericForTokenClassification, GemmaPreTrainedModel):
+    """Token classification head."""
+'''
+CACHE_KEYWORD_HEAD = """
+
+class GemmaForCausalLM(GemmaPreTrainedModel, GenerationMixin):
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(self, input_ids=None, cache=None, labels=None, logits_to_keep=0, **kwargs):
+        outputs = self.model(input_ids=input_ids, cache=cache, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        hidden_states = slice_logits_to_keep(hidden_states, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        return CausalLMOutputWithPast(logits=logits, cache=outputs.cache)
+"""
+
+
+def test_generic_heads_build_the_vacc_model() -> None:
+    code, change = apply(
+        MaskGeneration, LAYER + MODEL_TOP + DYNAMIC_FORWARD + causal_lm(True) + GENERIC_HEADS
+    )
+    assert "generic-head" in change.shapes
+    seq = code.split("class GemmaForSequenceClassification")[1].split("class GemmaForTokenClassification")[0]
+    tok = code.split("class GemmaForTokenClassification")[1]
+    # the sequence classifier becomes a head of its own, with a tuple-cache forward
+    assert seq.startswith("(GemmaPreTrainedModel):")
+    assert "self.model = GemmaModel(config)" in seq and "def forward(" in seq
+    assert "past_key_values=past_key_values" in seq and "return_dict=return_dict" in seq
+    assert "last_non_pad_token = (token_indices * non_pad_mask).argmax(-1)" in seq  # for sequence-lengths
+    # the token classifier keeps the generic forward, but builds the vacc model
+    assert tok.startswith("(GenericForTokenClassification, GemmaPreTrainedModel):")
+    assert '"""Token classification head."""' in tok
+    assert "self.model = GemmaModel(config)" in tok and "def forward(" not in tok
+
+
+def test_generic_heads_are_idempotent() -> None:
+    source = LAYER + MODEL_TOP + DYNAMIC_FORWARD + causal_lm(True) + GENERIC_HEADS
+    once, _ = apply(MaskGeneration, source)
+    twice, _ = apply(MaskGeneration, once)
+    assert twice == once
+
+
+def test_cache_keyword_head() -> None:
+    code, change = apply(
+        MaskGeneration, LAYER + MODEL_TOP + DYNAMIC_FORWARD + CACHE_KEYWORD_HEAD + SEQUENCE_CLASSIFICATION
+    )
+    assert {"head-cache-keyword", "head-logits-to-keep"} <= set(change.shapes)
+    head = code.split("class GemmaForCausalLM")[1].split("class GemmaForSequenceClassification")[0]
+    assert "deprecate_kwarg" not in head and "@can_return_tuple" in head
+    assert "def forward(self, input_ids=None, past_key_values=None, labels=None, **kwargs):" in head
+    assert "self.model(input_ids=input_ids, past_key_values=past_key_values, **kwargs)" in head
+    assert "slice_logits_to_keep" not in head and "logits_to_keep" not in head
+    # the output field keeps the release's name
+    assert "cache=outputs.cache" in head
