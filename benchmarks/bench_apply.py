@@ -87,11 +87,21 @@ def main() -> int:
             "--out",
             f"{tmp}/out",
         ]
-        apply, rss = child_seconds_and_rss(argv, args.repeat)
+        child_seconds_and_rss(argv, 1)  # fill the output cache
+        reused, rss_reused = child_seconds_and_rss(argv, args.repeat)
+        os.environ["PATCHER_OUTPUT_CACHE"] = "0"
+        try:
+            fresh, rss_fresh = child_seconds_and_rss(argv, args.repeat)
+        finally:
+            del os.environ["PATCHER_OUTPUT_CACHE"]
     print(f"  python -c 'import libcst'  {import_libcst * 1000:8.1f} ms")
-    print(f"  patcher apply (end to end) {apply * 1000:8.1f} ms")
-    print(f"  apply / (import + parse)   {apply / baseline:8.2f}   (target <= 2)")
-    print(f"  apply peak RSS             {rss:8.1f} MB  (target < 200)")
+    print(
+        f"  apply, output reused       {reused * 1000:8.1f} ms   / (import + parse) {reused / baseline:5.2f}  (target <= 2)"
+    )
+    print(
+        f"  apply, series run          {fresh * 1000:8.1f} ms   / (import + parse) {fresh / baseline:5.2f}  (target <= 2)"
+    )
+    print(f"  apply peak RSS             {max(rss_reused, rss_fresh):8.1f} MB  (target < 200)")
     return 0
 
 
