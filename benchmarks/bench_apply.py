@@ -95,12 +95,11 @@ def main() -> int:
         finally:
             del os.environ["PATCHER_OUTPUT_CACHE"]
     print(f"  python -c 'import libcst'  {import_libcst * 1000:8.1f} ms")
-    print(
-        f"  apply, output reused       {reused * 1000:8.1f} ms   / (import + parse) {reused / baseline:5.2f}  (target <= 2)"
-    )
-    print(
-        f"  apply, series run          {fresh * 1000:8.1f} ms   / (import + parse) {fresh / baseline:5.2f}  (target <= 2)"
-    )
+    for label, seconds in (("output reused", reused), ("series run", fresh)):
+        ratio = seconds / baseline
+        print(
+            f"  apply, {label:<19} {seconds * 1000:8.1f} ms   / (import + parse) {ratio:5.2f}  (target <= 2)"
+        )
     print(f"  apply peak RSS             {max(rss_reused, rss_fresh):8.1f} MB  (target < 200)")
     return 0
 
