@@ -33,7 +33,7 @@ Progress = Callable[[str], None]
 RESULTS = ("passed", "failed", "drift", "error")
 #: Exit codes of ``--all``: a failed check outranks drift, which outranks an environment error.
 EXIT_CODES = {"failed": 1, "drift": 3, "error": 4}
-#: Thread-count variables set for each check process when several run at once.
+#: Thread-count variables set to 1 for each check process (see ``_one_thread_per_check``).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 __all__ = ["Outcome", "exit_code", "register", "render_summary", "verify_all"]
@@ -96,14 +96,17 @@ def drifting_codemods(error: DriftError) -> list[str]:
 
 
 @contextmanager
-def _threads_per_job(jobs: int) -> Iterator[None]:
-    """With several check processes at once, give each its share of the cores (torch would
-    otherwise start one thread per core in each and they would fight); the variables reach
-    the check processes through ``Env.environ``.  Variables the user set are left alone."""
-    share = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    added = [name for name in THREAD_VARIABLES if name not in os.environ] if jobs > 1 else []
+def _one_thread_per_check() -> Iterator[None]:
+    """Run each check process with one torch/BLAS thread (the variables reach it through
+    ``Env.environ``); variables the user set are left alone.
+
+    The checks run tiny models, where intra-op threads cost more than they give: on 2 cores,
+    4 releases took 44-54 s with torch's default of one thread per core and 22-25 s with one
+    thread; with ``--jobs 2`` and a thread per core in each process they took 75-80 s.
+    """
+    added = [name for name in THREAD_VARIABLES if name not in os.environ]
     for name in added:
-        os.environ[name] = str(share)
+        os.environ[name] = "1"
     try:
         yield
     finally:
@@ -157,7 +160,7 @@ def verify_all(
             say(f"{tag} {outcome.detail}" + (f" in {outcome.seconds:.1f}s" if outcome.seconds else ""))
         return outcome
 
-    with tempfile.TemporaryDirectory(prefix="patcher-verify-all-") as tmp, _threads_per_job(jobs):
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-all-") as tmp, _one_thread_per_check():
         items = list(enumerate(versions, 1))
         if jobs <= 1:
             return [one(i, v, Path(tmp)) for i, v in items]

@@ -124,7 +124,7 @@ def test_json(fakes, capsys):
     }
 
 
-def test_jobs_run_releases_at_once_in_order_with_a_share_of_the_cores(fakes, monkeypatch):
+def test_jobs_run_releases_at_once_in_order_with_one_thread_each(fakes, monkeypatch):
     running, peak = [0], [0]
     lock = threading.Lock()
     fake_verify = verify.verify_output
@@ -145,10 +145,11 @@ def test_jobs_run_releases_at_once_in_order_with_a_share_of_the_cores(fakes, mon
     assert [o.version for o in outcomes] == versions
     assert all(o.result == "passed" for o in outcomes)
     assert peak[0] == 2
-    assert set(fakes["threads"]) == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert set(fakes["threads"]) == {"1"}
     assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
     verify_all.verify_all(versions[:1], jobs=1)
-    assert fakes["threads"][-1] is None
+    assert fakes["threads"][-1] == "3"
 
 
 @pytest.mark.parametrize(
