@@ -182,22 +182,22 @@ def with_auto_map(text: str, auto_map: Mapping[str, str] = AUTO_MAP, *, force: b
 def read_config(directory: Path) -> str:
     """``config.json``'s text, refused unless it is a readable JSON object."""
     path = Path(directory) / CONFIG
+    fix = "give the directory save_pretrained wrote, whose config.json is a JSON object"
     if not Path(directory).is_dir():
         raise CheckpointError(f"{directory} is not a directory; give the checkpoint directory with --weights")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(
-            f"{directory} has no {CONFIG}; give a checkpoint directory (save_pretrained)"
-        ) from None
+        raise CheckpointError(f"{directory} has no {CONFIG}; {fix}") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}; {fix}") from None
     try:
         text = raw.decode("utf-8")
         if not isinstance(json.loads(text), dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        raise CheckpointError(f"{path} is not a readable JSON object ({exc})") from None
+        reason = " ".join(str(exc).split())  # one line, whatever the decoder says
+        raise CheckpointError(f"{path} is not a readable JSON object ({reason}); {fix}") from None
     return text
 
 

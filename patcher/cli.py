@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from patcher import __version__, pins, upstream, versions
 from patcher.errors import PatcherError, UsageError
@@ -37,22 +38,39 @@ def say(message: str) -> None:
 
 
 def upstream_for(spec: str | None, progress: Callable[[str], None] = say, args=None) -> upstream.Upstream:
-    if args is not None and getattr(args, "upstream", None):
-        config = Path(args.config_upstream) if args.config_upstream else None
-        return upstream.from_files(Path(args.upstream), config)
+    if args is not None and getattr(args, "upstream", None) is not None:
+        return upstream.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
+    if args is not None and getattr(args, "config_upstream", None) is not None:
+        raise UsageError("--config-upstream goes with --upstream FILE, not with --transformers")
     if spec is None:
         raise UsageError("give --transformers SPEC (or --upstream FILE)")
-    if spec.strip() == "installed":
+    if spec.strip().lower() == "installed":
         return upstream.from_installed()
     pinned = pins.load_pins()
     return upstream.fetch(versions.resolve(spec, pinned), pinned, progress=progress)
 
 
+def local_upstream_paths(modeling: str, configuration: str | None) -> tuple[Path, Path | None]:
+    """The files of ``--upstream FILE [--config-upstream FILE]``.  Without ``--config-upstream``
+    the ``configuration_gemma.py`` beside FILE is used when there is one (a transformers
+    checkout or a copy of both files); without either, only a ``--codemod`` selection that
+    leaves the configuration alone can run (``generate`` says so)."""
+    for flag, value in (("--upstream", modeling), ("--config-upstream", configuration)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty; give the path of a file")
+    if configuration is not None:
+        return Path(modeling), Path(configuration)
+    beside = Path(modeling).parent / CONFIGURATION
+    return Path(modeling), (beside if beside.is_file() else None)
+
+
 # -- commands --------------------------------------------------------------------------------
 def cmd_apply(args: argparse.Namespace) -> int:
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty; give the output directory, or leave --out out for the default")
     up = upstream_for(args.transformers, args=args)
     output = generate_cached(up, args.codemod)
-    out_dir = Path(args.out) if args.out else default_out_dir(up)
+    out_dir = Path(args.out) if args.out is not None else default_out_dir(up)
     write_output(output.files, out_dir, force=args.force)
     if args.json:
         print(
@@ -175,8 +193,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage mistake reported as one line (SPEC §9), still exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("patcher").strip()
+        say(f"patcher: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="patcher",
         description="Regenerate and verify the vacc Gemma files (modeling_gemma_vacc.py, "
         "configuration_gemma_vacc.py, quantization_vacc.py) for any transformers release "
@@ -203,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--transformers", metavar="SPEC", help="the release (see below)")
     source.add_argument("--upstream", metavar="FILE", help="a local modeling_gemma.py instead (unpinned)")
-    p.add_argument("--config-upstream", metavar="FILE", help="with --upstream: its configuration_gemma.py")
+    p.add_argument(
+        "--config-upstream",
+        metavar="FILE",
+        help="with --upstream: its configuration_gemma.py (default: the one beside --upstream FILE)",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default build/transformers-<version>/)")
     p.add_argument(
         "--codemod",

@@ -128,13 +128,22 @@ def run(
 
 
 def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:
-    lines = _anchor_lines(upstream, [name for d in drifts for name in (d.anchor, d.nearest)])
+    """One line per drift: codemod, target, file:line in upstream, what was found, the shapes
+    the codemod knows and, where the target is missing, the nearest match (a renamed class is
+    found again by what it is made of, see ``_shapes.closest``)."""
+    positions = MetadataWrapper(upstream, unsafe_skip_copy=True).resolve(PositionProvider)
     parts = []
     for d in drifts:
-        # where the target is, or else where its nearest match is
-        line = lines.get(d.anchor) or lines.get(d.nearest)
-        where = f"{file}:{line}" if line else file
-        hint = f"; nearest: {d.nearest}" if d.nearest else ""
+        line = _line(upstream, positions, d.anchor)
+        nearest = d.nearest
+        missing = _missing(upstream, d.target) or _missing(upstream, d.anchor)
+        if missing:  # the target itself is gone: point at what most resembles it
+            nearest = _closest(upstream, missing) or nearest
+            line = (
+                _line(upstream, positions, nearest) or line or _line_of_parent(upstream, positions, missing)
+            )
+        where = f"{file}:{line}" if line else f"{file} (no {_gone(upstream, missing or d.target)} in it)"
+        hint = f"; nearest: {nearest}" if nearest else ""
         parts.append(
             f"drift: codemod {d.codemod}, target {d.target} at {where}: {d.found}"
             f" (known shapes: {', '.join(d.known)}){hint}"
@@ -142,23 +151,59 @@ def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:
     return "\n".join(parts)
 
 
-def _anchor_lines(upstream: cst.Module, anchors: list[str | None]) -> dict[str | None, int]:
-    """Line numbers of qualified names in the upstream file (computed only on drift)."""
-    wrapper = MetadataWrapper(upstream, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    out: dict[str | None, int] = {}
-    for anchor in anchors:
-        if not anchor or not all(part.isidentifier() for part in anchor.split(".")):
-            continue
-        node: cst.CSTNode | None = None
-        body: list = list(upstream.body)
-        for part in anchor.split("."):
-            i = _shapes.find(body, part)
-            if i is None:
-                break
-            node = body[i]
-            body = list(node.body.body) if isinstance(node, cst.ClassDef | cst.FunctionDef) else []
-        else:
-            if node is not None and node in positions:
-                out[anchor] = positions[node].start.line
-    return out
+def _walk(upstream: cst.Module, qualname: str | None) -> tuple[list[cst.CSTNode], list]:
+    """The units along ``qualname`` that exist in upstream, and the body where the walk stopped."""
+    found: list[cst.CSTNode] = []
+    body: list = list(upstream.body)
+    if not qualname or not all(part.isidentifier() for part in qualname.split(".")):
+        return found, []
+    for part in qualname.split("."):
+        i = _shapes.find(body, part)
+        if i is None:
+            break
+        found.append(body[i])
+        node = body[i]
+        inner = node.body if isinstance(node, cst.ClassDef | cst.FunctionDef) else None
+        body = list(inner.body) if isinstance(inner, cst.IndentedBlock) else []
+    return found, body
+
+
+def _line(upstream: cst.Module, positions, qualname: str | None) -> int | None:
+    """The upstream line where ``qualname`` (``GemmaModel.forward``) is defined, if it is."""
+    found, _ = _walk(upstream, qualname)
+    if not qualname or len(found) != len(qualname.split(".")):
+        return None
+    node = found[-1]
+    return positions[node].start.line if node in positions else None
+
+
+def _missing(upstream: cst.Module, qualname: str | None) -> str | None:
+    """``qualname`` if it names a unit (``GemmaModel.forward``) that upstream lacks, else None."""
+    if not qualname or not all(part.isidentifier() for part in qualname.split(".")):
+        return None
+    found, _ = _walk(upstream, qualname)
+    return qualname if len(found) < len(qualname.split(".")) else None
+
+
+def _gone(upstream: cst.Module, qualname: str) -> str:
+    """The first missing unit along ``qualname`` (``GemmaForSequenceClassification`` of its forward)."""
+    found, _ = _walk(upstream, qualname)
+    return ".".join(qualname.split(".")[: len(found) + 1])
+
+
+def _line_of_parent(upstream: cst.Module, positions, qualname: str | None) -> int | None:
+    """The line of the deepest unit along ``qualname`` that exists (the class of a missing method)."""
+    found, _ = _walk(upstream, qualname)
+    return positions[found[-1]].start.line if found and found[-1] in positions else None
+
+
+def _closest(upstream: cst.Module, anchor: str | None) -> str | None:
+    """The qualified name of the upstream unit most like the missing part of ``anchor``."""
+    found, body = _walk(upstream, anchor)
+    if not anchor:
+        return None
+    parts = anchor.split(".")
+    if len(found) == len(parts) or not all(part.isidentifier() for part in parts):
+        return None
+    match = _shapes.closest(body, parts[len(found)])
+    return ".".join([*parts[: len(found)], match]) if match else None

@@ -7,6 +7,8 @@ generation (see ``patcher.outputs``).
 
 from __future__ import annotations
 
+import shlex
+
 from patcher import engine
 from patcher.errors import DriftError, UsageError
 from patcher.outputs import (
@@ -23,23 +25,36 @@ from patcher.upstream import Upstream
 from patches._base import VaccCodemod
 
 
+def _local_path(upstream: Upstream, index: int = 0) -> str:
+    return (upstream.paths or ("<file>", None))[index] or "<file>"
+
+
 def regenerate_command(upstream: Upstream) -> str:
-    if upstream.version is None:
-        return "patcher apply --upstream <file> (an unpinned local file)"
-    return f"patcher apply --transformers {upstream.version}"
+    """The command that writes this output again."""
+    if upstream.version is not None:
+        return f"patcher apply --transformers {upstream.version}"
+    command = f"patcher apply --upstream {shlex.quote(_local_path(upstream))}"
+    if upstream.paths and upstream.paths[1]:
+        command += f" --config-upstream {shlex.quote(upstream.paths[1])}"
+    return command
 
 
 def notice(upstream: Upstream, file: str, sha256: str | None, codemods: list[str]) -> str:
-    """The generated-file notice placed right after upstream's licence header."""
-    source = (
-        f"transformers {upstream.version}"
-        if upstream.version
-        else f"an UNPINNED local file ({upstream.origin})"
-    )
+    """The generated-file notice placed right after upstream's licence header.
+
+    Output of a local file says UNPINNED twice: nothing checked that file against a pin, so
+    nothing says which release, if any, it is."""
+    if upstream.version is not None:
+        source = f"transformers {upstream.version}"
+        origin = f"transformers/models/gemma/{file}, sha256 {sha256}"
+    else:
+        source = "an UNPINNED local file, not a pinned transformers release"
+        path = _local_path(upstream, 0 if file == MODELING else 1)
+        origin = f"{path} (UNPINNED: checked against no pin), sha256 {sha256}"
     return "\n".join(
         [
             f"{NOTICE_MARK} from {source}; do not edit by hand.",
-            f"# Upstream: transformers/models/gemma/{file}, sha256 {sha256}",
+            f"# Upstream: {origin}",
             f"# Codemods: {', '.join(codemods)}",
             f"# Regenerate: {regenerate_command(upstream)}",
         ]
@@ -59,12 +74,16 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
         MODELING: (upstream.modeling, upstream.modeling_sha256),
         CONFIGURATION: (upstream.configuration, upstream.configuration_sha256),
     }
+    for file, (source, _) in sources.items():  # refuse a missing file before running anything
+        if source is None and any(c.FILE == file for c in series):
+            raise UsageError(
+                f"no {file} given and none beside --upstream {_local_path(upstream)}; "
+                "pass --config-upstream FILE as well"
+            )
     for file, (source, sha) in sources.items():
         names = [c.NAME for c in series if c.FILE == file]
         if not names:  # a --codemod selection that leaves this file alone: not written
             continue
-        if source is None:
-            raise UsageError(f"no {file} given; pass --config-upstream FILE as well")
         try:
             result = engine.run(source, series, file=file, notice=notice(upstream, file, sha, names))
         except DriftError as exc:

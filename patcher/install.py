@@ -16,10 +16,14 @@ from patcher.outputs import NOTICE_MARK, generate_cached
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    if not args.weights.strip():
+        raise UsageError("--weights is empty; give the checkpoint directory")
     weights = Path(args.weights)
     try:
         # refuse a directory that cannot take the files before generating anything
-        checkpoint.check_model_type(checkpoint.read_config(weights), force=args.force)
+        config = checkpoint.read_config(weights)
+        checkpoint.check_model_type(config, force=args.force)
+        checkpoint.with_auto_map(config, force=args.force)
         up = upstream_for(args.transformers)
         output = generate_cached(up)
         done = checkpoint.install(weights, output.files, force=args.force, mark=NOTICE_MARK)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import patches
+from patcher import atomicdir
 from patcher.cache import BlobCache, cache_root
 from patcher.errors import UsageError
 from patcher.upstream import Upstream
@@ -162,42 +162,60 @@ def _head(path: Path) -> str:
         return ""
 
 
+def _parent_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be created as a directory, judged from its nearest existing ancestor."""
+    for ancestor in path.parents:
+        if ancestor.exists():
+            return None if ancestor.is_dir() else f"{ancestor} is a file, not a directory"
+    return None
+
+
+def _holds_cwd(directory: Path) -> bool:
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        return False
+    return cwd == directory or directory in cwd.parents
+
+
 def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -> None:
     """Write ``files`` into ``out_dir`` so that readers see the old set or the new, never a mix.
 
-    The files are written to a sibling temporary directory which then takes the place of
-    ``out_dir``.  A directory holding files patcher did not write is refused unless ``force``.
+    The files are written to a hidden sibling directory which then takes the place of
+    ``out_dir`` in one step (:mod:`patcher.atomicdir`); leftovers of an interrupted earlier
+    write are cleaned up first.  A directory holding files patcher did not write is refused
+    unless ``force``; with ``force`` those files are kept, and patcher's files are replaced
+    one by one beside them (each file whole).  The same happens when ``out_dir`` is the
+    current directory or holds it, which a swap would pull away from under the shell.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise UsageError(f"--out {out_dir} is a file, not a directory; choose another --out")
-        foreign = _foreign_files(out_dir)
-        if foreign and not force:
-            raise UsageError(
-                f"{out_dir} holds files patcher did not write ({', '.join(foreign[:3])}); "
-                "choose another --out or pass --force"
-            )
-    parent = out_dir.resolve().parent
+    shown = Path(out_dir)
+    target = Path(os.path.realpath(shown))  # a symlinked --out: replace the directory it points to
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=parent))
+        atomicdir.recover(target, tuple(OUTPUT_FILES))
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"--out {shown} is a file, not a directory; choose another --out")
+        in_place, foreign = False, []
+        if target.is_dir():
+            foreign = _foreign_files(target)
+            if foreign and not force:
+                raise UsageError(
+                    f"{shown} holds files patcher did not write ({', '.join(foreign[:3])}"
+                    f"{', …' if len(foreign) > 3 else ''}); choose another --out, or pass --force "
+                    "to write patcher's files beside them"
+                )
+            in_place = bool(foreign) or _holds_cwd(target)
+        else:
+            problem = _parent_problem(target)
+            if problem:
+                raise UsageError(f"cannot create {shown}: {problem}; choose another --out")
+            target.parent.mkdir(parents=True, exist_ok=True)
+        if in_place:  # patcher's files of an earlier run that this one does not write go too
+            stale = [
+                n for n in OUTPUT_FILES if n not in files and n not in foreign and (target / n).is_file()
+            ]
+            atomicdir.replace_files(target, files, remove=stale)
+        else:
+            atomicdir.replace_directory(target, files)
     except OSError as exc:
-        raise UsageError(f"cannot write to {parent}: {exc.strerror}; choose another --out") from None
-    try:
-        for name, text in files.items():
-            with open(tmp / name, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UsageError(f"cannot write {out_dir}: {exc.strerror}; choose another --out") from None
+        where = exc.filename or target
+        raise UsageError(f"cannot write {shown} ({where}: {exc.strerror}); choose another --out") from None

@@ -10,6 +10,7 @@ the text always describe the same file.
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import re
@@ -41,7 +42,8 @@ def _quiet(message: str) -> None:
 class Upstream:
     """The upstream files one output is generated from, with their digests and provenance.
 
-    ``version`` is None for local files, whose ``configuration`` may also be absent.
+    ``version`` is None for local files, whose ``configuration`` may also be absent; their
+    ``paths`` are the modeling and configuration paths as the user gave them.
     """
 
     version: str | None
@@ -50,6 +52,7 @@ class Upstream:
     modeling_sha256: str
     configuration_sha256: str | None
     origin: str
+    paths: tuple[str, str | None] | None = None
 
 
 def _decode(data: bytes, where: str, error: type[Exception] = UpstreamError) -> str:
@@ -222,6 +225,19 @@ def _read_local(path: Path) -> bytes:
         raise UsageError(f"cannot read upstream file {path}: {exc.strerror}") from exc
 
 
+def _python_text(data: bytes, path: Path) -> str:
+    """A local upstream file's text, refused unless it is UTF-8 Python (one line saying where)."""
+    text = _decode(data, str(path), UsageError)
+    try:
+        compile(text, str(path), "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
+        raise UsageError(f"{where}: {exc.msg}; give a valid Python file") from None
+    except ValueError as exc:  # null bytes
+        raise UsageError(f"{path} is not Python source ({exc})") from None
+    return text
+
+
 def from_files(modeling_path: Path, configuration_path: Path | None = None) -> Upstream:
     """Upstream files given as paths (unpinned, so unchecked); ``version`` is None."""
     modeling_bytes = _read_local(modeling_path)
@@ -231,11 +247,10 @@ def from_files(modeling_path: Path, configuration_path: Path | None = None) -> U
         origin += f" and {configuration_path}"
     return Upstream(
         version=None,
-        modeling=_decode(modeling_bytes, str(modeling_path), UsageError),
-        configuration=(
-            _decode(config_bytes, str(configuration_path), UsageError) if config_bytes is not None else None
-        ),
+        modeling=_python_text(modeling_bytes, modeling_path),
+        configuration=_python_text(config_bytes, configuration_path) if config_bytes is not None else None,
         modeling_sha256=sha256_bytes(modeling_bytes),
         configuration_sha256=sha256_bytes(config_bytes) if config_bytes is not None else None,
         origin=origin,
+        paths=(str(modeling_path), str(configuration_path) if configuration_path is not None else None),
     )

@@ -26,9 +26,18 @@ def _fail(message: str) -> NoReturn:
     raise UsageError(message)
 
 
+def _shown(spec: str) -> str:
+    """``spec`` quoted for a message, cut short when it is long (a message stays one line)."""
+    return repr(spec if len(spec) <= 40 else spec[:37] + "…")
+
+
+def _plain(spec: str) -> str:
+    return spec if len(spec) <= 40 else spec[:37] + "…"
+
+
 def _check_shape(spec: str) -> Version:
     """Refuse every SPEC that is not ``X.Y`` or ``X.Y.Z``, each with its own hint."""
-    shown = repr(spec)
+    shown = _shown(spec)
     if not spec:
         _fail(f"empty transformers version; {_SHAPE_HINT}")
     low = spec.lower()
@@ -54,6 +63,8 @@ def _check_shape(spec: str) -> Version:
         _fail(f"{shown} is a pre-release; patcher supports final releases only, e.g. {parsed.base_version}")
     if not _NUMERIC.fullmatch(spec):
         _fail(f"{shown} is not a plain release number; {_SHAPE_HINT}")
+    if any(len(part) > 1 and part.startswith("0") for part in spec.split(".")):
+        _fail(f"{shown}: a part has a leading zero; did you mean {parsed}?")
     if len(parsed.release) == 1:
         _fail(f"{shown} is too vague; {_SHAPE_HINT}")
     if len(parsed.release) > 3:
@@ -64,7 +75,7 @@ def _check_shape(spec: str) -> Version:
 def _check_gemma(spec: str, parsed: Version) -> None:
     padded = parsed.release + (0,) * (3 - len(parsed.release))
     if Version(".".join(map(str, padded))) < FIRST_GEMMA:
-        _fail(f"transformers {spec} has no Gemma: Gemma first appears in transformers {FIRST_GEMMA}")
+        _fail(f"transformers {_plain(spec)} has no Gemma: Gemma first appears in transformers {FIRST_GEMMA}")
 
 
 def check_release(version: str) -> str:
@@ -77,7 +88,7 @@ def check_release(version: str) -> str:
     parsed = _check_shape(spec)
     _check_gemma(spec, parsed)
     if len(parsed.release) != 3:
-        _fail(f"{spec!r} is not an exact release; give major.minor.patch (e.g. {spec}.0)")
+        _fail(f"{_shown(spec)} is not an exact release; give major.minor.patch (e.g. {spec}.0)")
     return spec
 
 
@@ -94,11 +105,11 @@ def resolve(spec: str, pins: Mapping[str, object]) -> str:
     if len(parsed.release) == 3:
         if parsed in pinned:
             return pinned[parsed]
-        _fail(f"transformers {spec} is not pinned; run `patcher pin {spec}` first")
+        _fail(f"transformers {_plain(spec)} is not pinned; run `patcher pin {_plain(spec)}` first")
     series = sorted(v for v in pinned if v.release[:2] == parsed.release and not v.is_prerelease)
     if series:
         return pinned[series[-1]]
     _fail(
-        f"no transformers {spec}.x release is pinned; "
-        f"run `patcher pin {spec}.N` (a release of that series) first"
+        f"no transformers {_plain(spec)}.x release is pinned; "
+        f"run `patcher pin {_plain(spec)}.N` (a release of that series) first"
     )

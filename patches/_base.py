@@ -11,6 +11,10 @@ A codemod here is a real ``libcst.codemod.VisitorBasedCodemodCommand`` (so that
   its targets.  That keeps the whole series within a small multiple of one parse;
 * ``met(shape)`` to record which shape it recognised and ``drift(...)`` to refuse a shape
   it does not know.  Drift is an exception: a codemod never guesses.
+
+Before ``rewrite`` runs, the units named in ``TARGETS`` are laid out one simple statement
+per line (``a; b`` split, ``if x: y`` indented; see ``_shapes.split_targets``), so that a
+codemod matching "the statement ``x = ...``" is not defeated by how upstream wrapped it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import ClassVar
 
 import libcst as cst
 from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
+
+from patches import _shapes
 
 
 @dataclass
@@ -105,7 +111,9 @@ class VaccCodemod(VisitorBasedCodemodCommand):
         return False
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        result = self.rewrite(updated_node)
+        # Targets are matched statement by statement: `a; b` lines and one-line blocks in them
+        # are laid out one statement per line first (a no-op on every real upstream file).
+        result = self.rewrite(_shapes.split_targets(updated_node, self.TARGETS))
         self.change = Change(tuple(self._shapes), *_count_lines(updated_node, result))
         return result
 

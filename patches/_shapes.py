@@ -8,6 +8,7 @@ libcst nodes; rendered source is only ever produced for messages and line counts
 from __future__ import annotations
 
 import ast
+import difflib
 import textwrap
 from collections.abc import Callable, Sequence
 
@@ -89,6 +90,44 @@ def find(body: Sequence[cst.CSTNode], name: str) -> int | None:
 def names(body: Sequence[cst.CSTNode]) -> list[str]:
     """Every name the statements of ``body`` define (for "nearest match" hints)."""
     return [n for n in map(stmt_name, body) if n]
+
+
+#: What the units the series works on are made of (names their bodies use), for finding them
+#: again when upstream renames one: a ``GemmaBlock`` using ``self_attn``, ``mlp`` and both
+#: layer norms is the decoder layer, whatever its name.
+MADE_OF: dict[str, frozenset[str]] = {
+    "GemmaRotaryEmbedding": frozenset({"inv_freq", "cos", "sin", "forward"}),
+    "GemmaAttention": frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "head_dim"}),
+    "GemmaDecoderLayer": frozenset({"self_attn", "mlp", "input_layernorm", "post_attention_layernorm"}),
+    "GemmaPreTrainedModel": frozenset(
+        {"config_class", "base_model_prefix", "_init_weights", "_no_split_modules"}
+    ),
+    "GemmaModel": frozenset({"embed_tokens", "layers", "norm", "post_init"}),
+    "GemmaForCausalLM": frozenset({"lm_head", "model", "logits"}),
+    "GemmaForSequenceClassification": frozenset({"pooled_logits", "GenericForSequenceClassification"}),
+    "apply_rotary_pos_emb": frozenset({"rotate_half", "cos", "sin", "q_embed", "k_embed"}),
+    "eager_attention_forward": frozenset({"repeat_kv", "attn_weights", "softmax", "scaling"}),
+}
+
+
+def closest(body: Sequence[cst.CSTNode], name: str, cutoff: float = 0.6) -> str | None:
+    """The definition in ``body`` most like the missing ``name``: the same kind (class, or
+    function and constant), scored by name likeness plus, for the units of ``MADE_OF``, the
+    share of their ingredients it uses.  None when nothing comes close (``cutoff``).
+    Used only to explain a drift, so it may afford a visit of each candidate."""
+    made_of = MADE_OF.get(name, frozenset())
+    want_class = name[:1].isupper() and not name.isupper()  # CamelCase, not a CONSTANT
+    best, best_score = None, cutoff
+    for stmt in body:
+        other = stmt_name(stmt)
+        if not other or other == name or isinstance(stmt, cst.ClassDef) != want_class:
+            continue
+        score = difflib.SequenceMatcher(a=name, b=other, autojunk=False).ratio()
+        if made_of and isinstance(stmt, cst.ClassDef | cst.FunctionDef):
+            score += len(made_of & scan(stmt).names) / len(made_of)
+        if score > best_score:
+            best, best_score = other, score
+    return best
 
 
 def find_class(module: cst.Module, name: str) -> tuple[int, cst.ClassDef] | None:
@@ -239,6 +278,153 @@ def blank_lines(node: cst.CSTNode, n: int) -> cst.CSTNode:
     return node.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * n)  # type: ignore[attr-defined]
 
 
+# -- one statement per line --------------------------------------------------------------------
+#: The attributes of a compound statement holding its blocks (or further clauses).
+_CLAUSES = ("body", "orelse", "handlers", "finalbody", "cases")
+
+
+def is_compact(stmts: Sequence[cst.CSTNode]) -> bool:
+    """Whether any of ``stmts`` (at any depth) puts several simple statements on one line
+    (``a = 1; b = 2``) or a block on its header line (``if x: y``).
+
+    Only statements are looked at, never expressions, so this costs next to nothing on the
+    (usual) files that have neither."""
+    for stmt in stmts:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            if len(stmt.body) > 1:
+                return True
+            continue
+        for attr in _CLAUSES:
+            child = getattr(stmt, attr, None)
+            if isinstance(child, cst.SimpleStatementSuite):
+                return True
+            if isinstance(child, cst.IndentedBlock):
+                inner = child.body
+            elif isinstance(child, list | tuple):
+                inner = child
+            elif isinstance(child, cst.CSTNode):
+                inner = [child]
+            else:
+                continue
+            if is_compact(inner):
+                return True
+    return False
+
+
+def split_line(line: cst.SimpleStatementLine) -> list[cst.SimpleStatementLine]:
+    """``a; b`` as two lines (leading comments go with the first, the trailing one with the
+    last); a line holding one statement comes back as it is."""
+    if len(line.body) < 2:
+        return [line]
+    last = len(line.body) - 1
+    return [
+        cst.SimpleStatementLine(
+            body=[small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)],
+            leading_lines=line.leading_lines if i == 0 else (),
+            trailing_whitespace=line.trailing_whitespace if i == last else cst.TrailingWhitespace(),
+        )
+        for i, small in enumerate(line.body)
+    ]
+
+
+def _split_lines(body: Sequence[cst.CSTNode]) -> list:
+    return [
+        x
+        for stmt in body
+        for x in (split_line(stmt) if isinstance(stmt, cst.SimpleStatementLine) else [stmt])
+    ]
+
+
+def _indented(suite: cst.SimpleStatementSuite) -> cst.IndentedBlock:
+    """``if x: a; b`` -> the block of ``a`` and ``b`` on lines of their own."""
+    line = cst.SimpleStatementLine(body=suite.body, trailing_whitespace=suite.trailing_whitespace)
+    return cst.IndentedBlock(body=split_line(line))
+
+
+class _OneStatementPerLine(cst.CSTTransformer):
+    """Every block laid out one simple statement per line (see :func:`split_lines`)."""
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return not isinstance(node, cst.BaseExpression | cst.BaseSmallStatement)
+
+    def leave_IndentedBlock(
+        self, original: cst.IndentedBlock, updated: cst.IndentedBlock
+    ) -> cst.IndentedBlock:
+        return updated.with_changes(body=_split_lines(updated.body))
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:
+        updated = super().on_leave(original, updated)  # type: ignore[assignment]
+        if isinstance(getattr(updated, "body", None), cst.SimpleStatementSuite):
+            return updated.with_changes(body=_indented(updated.body))  # type: ignore[attr-defined]
+        return updated
+
+
+def split_lines(node: cst.CSTNode) -> cst.CSTNode:
+    """``node`` with one simple statement per line: ``a; b`` lines split, one-line blocks
+    (``if x: y``, ``def f(): return 1``) indented.  The same object when there is nothing to
+    split, which is the case for every real upstream file: codemods then match one statement
+    per line without caring how upstream was formatted."""
+    if not is_compact([node]):
+        return node
+    return node.visit(_OneStatementPerLine())
+
+
+def _defines(stmt: cst.CSTNode, name: str) -> bool:
+    """Whether a statement defines ``name`` (a class, a def, or an assignment to the name on
+    a line of its own or among ``;``-joined statements).  Plain isinstance checks: cheap."""
+    if isinstance(stmt, cst.ClassDef | cst.FunctionDef):
+        return stmt.name.value == name
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    for small in stmt.body:
+        if isinstance(small, cst.Assign):
+            if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                return True
+        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+            if small.target.value == name:
+                return True
+    return False
+
+
+def _split_member(body: list, parts: list[str]) -> list | None:
+    """``body`` with the unit ``parts`` names laid out one statement per line; None if unchanged."""
+    for i, stmt in enumerate(body):
+        if not _defines(stmt, parts[0]):
+            continue
+        if isinstance(stmt, cst.SimpleStatementLine):
+            return None if len(stmt.body) < 2 else [*body[:i], *split_line(stmt), *body[i + 1 :]]
+        if len(parts) == 1:
+            new = split_lines(stmt)
+        elif isinstance(stmt, cst.ClassDef):
+            block = stmt.body if isinstance(stmt.body, cst.IndentedBlock) else _indented(stmt.body)
+            inner = _split_member(list(block.body), parts[1:])
+            if inner is not None or block is not stmt.body:
+                new = stmt.with_changes(body=block.with_changes(body=inner or block.body))
+            else:
+                new = stmt
+        else:
+            return None
+        return None if new is stmt else replace_in(body, i, new)
+    return None
+
+
+def split_targets(module: cst.Module, targets: Sequence[str]) -> cst.Module:
+    """``module`` with each unit that ``targets`` names (``GemmaModel.forward``,
+    ``GemmaAttention``, ``GEMMA_ATTENTION_CLASSES``) laid out one statement per line, so that a
+    codemod matches statements, not lines.  Pseudo-targets (``<imports>``) are left alone;
+    the same module comes back when no unit needs it."""
+    body = list(module.body)
+    changed = False
+    for target in targets:
+        parts = target.split(".")
+        if not all(part.isidentifier() for part in parts):
+            continue
+        new = _split_member(body, parts)
+        if new is not None:
+            body, changed = new, True
+    return module.with_changes(body=body) if changed else module
+
+
 # -- imports ---------------------------------------------------------------------------------
 def absolute_module(node: cst.ImportFrom, package: str = PACKAGE) -> str | None:
     """The absolute module a relative ``from .x import y`` names, or None if absolute."""
@@ -263,7 +449,10 @@ def map_small(
     stmt: cst.CSTNode, fn: Callable[[cst.BaseSmallStatement], cst.BaseSmallStatement]
 ) -> cst.CSTNode:
     """``stmt`` with ``fn`` applied to each of its small statements, looking inside module-level
-    ``if``/``try`` blocks but not into classes or functions (imports live at module level)."""
+    ``if``/``try`` blocks (one-line ones too: ``if x: import y``) but not into classes or
+    functions (imports live at module level)."""
+    if isinstance(stmt, cst.BaseSmallStatement):
+        return fn(stmt)
     if isinstance(stmt, cst.SimpleStatementLine):
         return stmt.with_changes(body=[fn(x) for x in stmt.body])
     if not isinstance(stmt, cst.If | cst.Else | cst.Try | cst.ExceptHandler | cst.Finally):

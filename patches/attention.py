@@ -165,7 +165,8 @@ class Attention(VaccCodemod):
             raise self.drift(
                 "GemmaAttention.forward",
                 "no `attn_weights = torch.matmul(q, k^T) <op> <scale>` "
-                "statement to take the attention scaling from (and no eager attention function)",
+                f"statement to take the attention scaling from (and no {EAGER_FUNCTION})",
+                nearest=s.closest(module.body, EAGER_FUNCTION),  # a renamed eager function?
             )
         if present != {*VARIANTS, MAPPING}:
             raise self.drift(
@@ -215,7 +216,8 @@ class Attention(VaccCodemod):
         """``self.rotary_emb = GemmaRotaryEmbedding(...)`` exactly as GemmaModel.__init__ has it."""
         model = s.find_class(module, "GemmaModel")
         init = s.find_method(model[1], "__init__") if model else None
-        stmts = s.fn_body(init[1]) if init else []
+        # read one statement per line: GemmaModel.__init__ is not ours, so not laid out for us
+        stmts = s.fn_body(s.split_lines(init[1])) if init else []
         hit = s.statement_index(stmts, lambda x: (s.assignment(x) or ("",))[0] == "self.rotary_emb")
         if hit is None:
             raise self.drift(
@@ -223,8 +225,9 @@ class Attention(VaccCodemod):
                 "no `self.rotary_emb = ...` in GemmaModel.__init__ to build the attention's rotary embedding from",
                 anchor="GemmaModel",
             )
+        line = stmts[hit]
         comment = cst.EmptyLine(comment=cst.Comment("# vacc: each attention computes its own cos/sin tables"))
-        return stmts[hit].with_changes(leading_lines=[cst.EmptyLine(indent=False), comment])
+        return line.with_changes(leading_lines=[cst.EmptyLine(indent=False), comment])
 
     def _forward(self, cls: cst.ClassDef) -> tuple[int, cst.FunctionDef]:
         hit = s.find_method(cls, "forward")

@@ -541,7 +541,7 @@ class MaskGeneration(VaccCodemod):
                 f"{head}.forward",
                 f"forward takes {', '.join(unknown)}: not a parameter of the "
                 "tuple-cache head and not one this codemod knows how to remove",
-                anchor=head,
+                nearest=f"forward({', '.join(params)})",
             )
         renaming = [d for d in forward.decorators if _decorator_name(d) == "deprecate_kwarg"]
         removed = [p for p in params if p in REMOVED_HEAD_PARAMS]

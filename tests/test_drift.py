@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import libcst as cst
 import pytest
 from releases import fetch
 
+from patcher import engine
 from patcher.cli import main
+from patches import _shapes as s
 
 pytestmark = pytest.mark.network
 
@@ -107,3 +110,237 @@ def test_drift_line_points_at_the_upstream_line(upstream_files, tmp_path, capsys
         modeling.splitlines()[line - 1].strip().startswith("def forward(")
         or "@" in modeling.splitlines()[line - 1]
     )
+
+
+# -- every kind of mutilation, on three shape families ------------------------------------------
+#: Three upstream families far apart: three attention classes (4.40), the eager attention
+#: function with rotary in the model (4.48), and 5.x (scaled embedding, generic heads, `cache`).
+FAMILIES = ["4.40.2", "4.48.0", "5.24.0"]
+SERIES = {c.NAME: c for c in engine.load_series()}
+
+
+def rename_everywhere(old: str, new: str):
+    """A renamed unit, with every reference to it renamed too (as upstream would)."""
+    return lambda source: re.sub(rf"\b{old}\b", new, source)
+
+
+class _Edit(cst.CSTTransformer):
+    """Apply ``edit`` to the method ``cls.method`` of a module."""
+
+    def __init__(self, cls: str, method: str, edit) -> None:
+        super().__init__()
+        self.cls, self.method, self.edit = cls, method, edit
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
+        if updated.name.value != self.cls:
+            return updated
+        body = []
+        for stmt in updated.body.body:
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value == self.method:
+                stmt = self.edit(stmt)
+            if stmt is not None:
+                body.append(stmt)
+        return updated.with_changes(body=updated.body.with_changes(body=body))
+
+
+def edit_method(cls: str, method: str, edit):
+    return lambda source: cst.parse_module(source).visit(_Edit(cls, method, edit)).code
+
+
+def add_parameter(name: str):
+    """The method takes one more keyword parameter (before ``**kwargs`` if it has one)."""
+
+    def edit(fn: cst.FunctionDef) -> cst.FunctionDef:
+        params = list(fn.params.params)
+        params[-1] = params[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        extra = cst.Param(
+            cst.Name(name),
+            default=cst.Integer("0"),
+            equal=cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+            ),
+        )
+        return fn.with_changes(params=fn.params.with_changes(params=[*params, extra]))  # fmt: skip
+
+    return edit
+
+
+def rename_variable(old: str, new: str):
+    return lambda fn: s.rename(fn, {old: cst.Name(new)})
+
+
+def without_class(source: str, name: str) -> str:
+    module = cst.parse_module(source)
+    return module.with_changes(body=[x for x in module.body if s.stmt_name(x) != name]).code
+
+
+def scores_by_einsum(source: str) -> str:
+    """The attention scores computed another way (``einsum`` instead of ``matmul``)."""
+    pattern = r"torch\.matmul\((query(?:_states)?), key_states\.transpose\(2, 3\)\)"
+    new, count = re.subn(pattern, r'torch.einsum("bhqd,bhkd->bhqk", \1, key_states)', source)
+    assert count == 1
+    return new
+
+
+def without_normalisation(source: str) -> str:
+    new, count = re.subn(r"\n\s*hidden_states = hidden_states \* normalizer\n", "\n", source)
+    assert count == 1
+    return new
+
+
+#: id -> (mutilation, families it applies to, codemod, target, nearest, text of the line named)
+#: ``nearest`` None: the message names none; the line is the target's, or its nearest match's.
+MUTILATIONS_BY_KIND = {
+    "renamed-decoder-layer": (
+        rename_everywhere("GemmaDecoderLayer", "GemmaBlock"),
+        FAMILIES,
+        "decoder-layer-forward",
+        "GemmaDecoderLayer.forward",
+        "GemmaBlock",
+        "class GemmaBlock(",
+    ),
+    "renamed-rotary-class": (
+        rename_everywhere("GemmaRotaryEmbedding", "GemmaRoPE"),
+        FAMILIES,
+        "rotary-embedding",
+        "GemmaRotaryEmbedding",
+        "GemmaRoPE",
+        "class GemmaRoPE(",
+    ),
+    "renamed-model": (
+        rename_everywhere("GemmaModel", "GemmaTextModel"),
+        FAMILIES,
+        "strided-slice",
+        "GemmaModel.__init__",
+        "GemmaTextModel",
+        "class GemmaTextModel(",
+    ),
+    "renamed-rotary-function": (
+        rename_everywhere("apply_rotary_pos_emb", "apply_rope"),
+        FAMILIES,
+        "rotary-embedding",
+        "apply_rotary_pos_emb",
+        "apply_rope",
+        "def apply_rope(",
+    ),
+    "renamed-eager-function": (
+        rename_everywhere("eager_attention_forward", "eager_attention"),
+        ["4.48.0", "5.24.0"],
+        "attention",
+        "GemmaAttention.forward",
+        "eager_attention",
+        "def forward(",
+    ),
+    "renamed-rotary-forward": (
+        edit_method(
+            "GemmaRotaryEmbedding", "forward", lambda fn: fn.with_changes(name=cst.Name("forward_tables"))
+        ),
+        FAMILIES,
+        "rotary-embedding",
+        "GemmaRotaryEmbedding.forward",
+        "GemmaRotaryEmbedding.forward_tables",
+        "def forward_tables(",
+    ),
+    "removed-rotary-forward": (
+        edit_method("GemmaRotaryEmbedding", "forward", lambda fn: None),
+        FAMILIES,
+        "rotary-embedding",
+        "GemmaRotaryEmbedding.forward",
+        None,
+        "class GemmaRotaryEmbedding(",
+    ),
+    "removed-sequence-classifier": (
+        lambda source: without_class(source, "GemmaForSequenceClassification"),
+        ["4.40.2"],
+        "sequence-lengths",
+        "GemmaForSequenceClassification.forward",
+        None,
+        None,  # nothing left to point at: the message says the class is nowhere in the file
+    ),
+    "layer-signature-changed": (
+        edit_method("GemmaDecoderLayer", "forward", add_parameter("layer_scale")),
+        FAMILIES,
+        "decoder-layer-forward",
+        "GemmaDecoderLayer.forward",
+        "forward(",
+        "def forward(",
+    ),
+    "head-signature-changed": (
+        edit_method("GemmaForCausalLM", "forward", add_parameter("temperature")),
+        FAMILIES,
+        "mask-generation",
+        "GemmaForCausalLM.forward",
+        "forward(",
+        "def forward(",
+    ),
+    "layer-loop-restructured": (
+        edit_method("GemmaModel", "forward", rename_variable("decoder_layer", "layer")),
+        FAMILIES,
+        "mask-generation",
+        "GemmaModel.forward",
+        None,
+        "def forward(",
+    ),
+    "scores-restructured": (
+        scores_by_einsum,
+        ["4.40.2"],
+        "attention",
+        "GemmaAttention.forward",
+        None,
+        "def forward(",
+    ),
+    "eager-scores-restructured": (
+        scores_by_einsum,
+        ["4.48.0", "5.24.0"],
+        "attention",
+        "eager_attention_forward",
+        None,
+        "def eager_attention_forward(",
+    ),
+    "normalisation-removed": (
+        without_normalisation,
+        ["4.40.2", "4.48.0"],
+        "mask-generation",
+        "GemmaModel.forward",
+        None,
+        "def forward(",
+    ),
+}
+CASES = [
+    pytest.param(version, case, id=f"{version}-{case}")
+    for case, (_, families, *_) in MUTILATIONS_BY_KIND.items()
+    for version in families
+]
+
+
+@pytest.mark.parametrize(("version", "case"), CASES)
+def test_drift_report_lets_a_maintainer_act(version: str, case: str, tmp_path: Path, capsys) -> None:
+    mutilate, _, codemod, target, nearest, line_text = MUTILATIONS_BY_KIND[case]
+    up = fetch(version)
+    modeling = mutilate(up.modeling)
+    assert modeling != up.modeling, "the mutilation changed nothing"
+    (tmp_path / "modeling_gemma.py").write_text(modeling)
+    (tmp_path / "configuration_gemma.py").write_text(up.configuration)
+    out = tmp_path / "out"
+    code, err = run_apply(["--upstream", str(tmp_path / "modeling_gemma.py")], out, capsys)
+    assert code == 3, err
+    assert "Traceback" not in err and not out.exists()
+    lines = [line for line in err.splitlines() if line.startswith(f"patcher: drift: codemod {codemod}, ")]
+    if target:
+        lines = [line for line in lines if f", target {target} at " in line]
+    assert len(lines) == 1, err
+    line = lines[0]
+    # the shapes the codemod knows, all of them
+    assert f"(known shapes: {', '.join(SERIES[codemod].SHAPES)})" in line
+    # where: file:line of upstream (or, for a unit removed without a trace, that it is nowhere)
+    where = re.search(r" at modeling_gemma\.py:(\d+): ", line)
+    if line_text:
+        assert where, line
+        assert line_text in modeling.splitlines()[int(where.group(1)) - 1], line
+    else:
+        assert f" at modeling_gemma.py (no {target.split('.')[0]} in it): " in line, line
+    # the nearest match, when the target is gone
+    if nearest:
+        assert re.search(rf"; nearest: {re.escape(nearest)}", line), line
+    else:
+        assert "; nearest:" not in line, line

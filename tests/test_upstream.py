@@ -195,13 +195,23 @@ def test_from_files(tmp_path: Path) -> None:
     modeling = tmp_path / "modeling_gemma.py"
     modeling.write_bytes(MODELING)
     got = from_files(modeling)
-    assert got == Upstream(None, MODELING.decode(), None, sha(MODELING), None, f"local file {modeling}")
+    assert got == Upstream(
+        None, MODELING.decode(), None, sha(MODELING), None, f"local file {modeling}", (str(modeling), None)
+    )
     config = tmp_path / "configuration_gemma.py"
     config.write_bytes(CONFIGURATION)
     both = from_files(modeling, config)
     assert both.configuration == CONFIGURATION.decode()
     assert both.configuration_sha256 == sha(CONFIGURATION)
     assert both.origin == f"local file {modeling} and {config}"
+    assert both.paths == (str(modeling), str(config))
+
+
+def test_from_files_refuses_what_python_cannot_parse(tmp_path: Path) -> None:
+    broken = tmp_path / "modeling_gemma.py"
+    broken.write_text("class GemmaModel(:\n    pass\n")
+    with pytest.raises(UsageError, match=r"modeling_gemma\.py:1: .*; give a valid Python file"):
+        from_files(broken)
 
 
 def test_from_files_refuses_missing_or_binary(tmp_path: Path) -> None:

@@ -367,3 +367,45 @@ def test_eager_function_shape_is_idempotent() -> None:
 )
 def test_eager_function_drift(source: str, target: str) -> None:
     assert_drift(Attention, source, target)
+
+
+def test_formatting_insensitive_to_joined_statements() -> None:
+    """The scores statement sharing its line with another (``a; b``) is still the scores."""
+    scores = "        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / math.sqrt(self.head_dim)\n"  # noqa: E501
+    assert scores in UPSTREAM
+    source = UPSTREAM.replace(scores, "        dropout = 0.0\n" + scores)
+    reformatted = UPSTREAM.replace(scores, "        dropout = 0.0; " + scores.lstrip())
+    assert_formatting_insensitive(Attention, source, reformatted)
+
+
+@pytest.mark.parametrize(
+    "model_init",
+    [
+        pytest.param(
+            "        self.norm = GemmaRMSNorm(config.hidden_size); "
+            "self.rotary_emb = GemmaRotaryEmbedding(config=config)\n",
+            id="joined-with-another-statement",
+        ),
+        pytest.param(
+            None,
+            id="one-line-def",
+        ),
+    ],
+)
+def test_eager_function_takes_only_the_rotary_statement_from_the_model(model_init: str | None) -> None:
+    """GemmaModel.__init__ is not this codemod's target: however it is laid out, the attention
+    gets the rotary construction and nothing else from it."""
+    old = "    def __init__(self, config):\n        self.rotary_emb = GemmaRotaryEmbedding(config=config)\n"
+    new = (
+        "    def __init__(self, config):\n" + model_init
+        if model_init
+        else "    def __init__(self, config): self.norm = GemmaRMSNorm(config.hidden_size); "
+        "self.rotary_emb = GemmaRotaryEmbedding(config=config)\n"
+    )
+    assert old in EAGER_UPSTREAM
+    code, change = apply(Attention, EAGER_UPSTREAM.replace(old, new))
+    assert change.shapes == ("eager-function",)
+    init = code.split("def __init__(self, config, layer_idx):")[1].split("def forward")[0]
+    assert "self.rotary_emb = GemmaRotaryEmbedding(config=config)\n" in init
+    assert "self.norm" not in init
+    assert new in code  # the model itself is left as it was

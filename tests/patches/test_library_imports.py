@@ -266,3 +266,24 @@ def test_formatting_insensitive() -> None:
         + UNRELATED.replace('"GemmaConfig"', "'GemmaConfig'")
     )
     assert_formatting_insensitive(LibraryImports, UPSTREAM_LIKE, reformatted)
+
+
+def test_formatting_insensitive_to_one_line_guards() -> None:
+    """A guard written on one line (``if x: from ... import y``) is still looked into: its
+    relative import becomes absolute, its flash-attn import goes."""
+    one_line = UNDER_IF.replace(
+        "if is_torch_flex_attn_available():\n    from",
+        "if is_torch_flex_attn_available(): from",
+    )
+    assert_formatting_insensitive(LibraryImports, UNDER_IF, one_line)
+    code, _ = apply(LibraryImports, one_line)
+    assert "from ...integrations" not in code
+    assert "from transformers.integrations.flex_attention import make_flex_block_causal_mask" in code
+    flash = UPSTREAM_LIKE.replace(
+        "if is_flash_attn_2_available():\n    from flash_attn import flash_attn_func, flash_attn_varlen_func\n"  # noqa: E501
+        "    from flash_attn.bert_padding import index_first_axis, pad_input, unpad_input  # noqa\n",
+        "if is_flash_attn_2_available(): from flash_attn import flash_attn_func; import flash_attn.bert_padding\n",  # noqa: E501
+    )
+    assert flash != UPSTREAM_LIKE
+    code, _ = apply(LibraryImports, flash)
+    assert "import flash_attn" not in code and "from flash_attn" not in code

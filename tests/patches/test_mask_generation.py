@@ -585,3 +585,39 @@ def test_cache_keyword_head() -> None:
     assert "slice_logits_to_keep" not in head and "logits_to_keep" not in head
     # the output field keeps the release's name
     assert "cache=outputs.cache" in head
+
+
+def test_formatting_insensitive_to_joined_statements() -> None:
+    """The normaliser and the scaling on one line (``a; b``), and a head whose logits slicing
+    shares its line with statements that compute the logits: the same result as laid out."""
+    slicing = UPSTREAM.replace(
+        "    ) -> Union[Tuple, CausalLMOutputWithPast]:",
+        "        logits_to_keep: Union[int, torch.Tensor] = 0,\n    ) -> Union[Tuple, CausalLMOutputWithPast]:",  # noqa: E501
+    ).replace(
+        "        logits = self.lm_head(outputs[0]).float()\n",
+        "        hidden_states = outputs[0]\n"
+        "        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep\n"  # noqa: E501
+        "        logits = self.lm_head(hidden_states[:, slice_indices, :]).float()\n",
+    )
+    joined = slicing.replace(
+        "normalizer = torch.tensor(self.config.hidden_size**0.5, dtype=hidden_states.dtype)\n"
+        "        hidden_states = hidden_states * normalizer\n",
+        "normalizer = torch.tensor(self.config.hidden_size**0.5, dtype=hidden_states.dtype); "
+        "hidden_states = hidden_states * normalizer\n",
+    ).replace(
+        "        hidden_states = outputs[0]\n        slice_indices = slice(",
+        "        hidden_states = outputs[0]; slice_indices = slice(",
+    )
+    assert joined.count("; ") == 2
+    assert_formatting_insensitive(MaskGeneration, slicing, joined)
+    code, _ = apply(MaskGeneration, joined)
+    assert "hidden_states = outputs[0]" in code and "slice_indices" not in code
+
+
+def test_formatting_insensitive_to_one_line_blocks() -> None:
+    source = UPSTREAM.replace(
+        "        if inputs_embeds is None:\n            inputs_embeds = self.embed_tokens(input_ids)\n",
+        "        if inputs_embeds is None: inputs_embeds = self.embed_tokens(input_ids)\n",
+    )
+    assert source != UPSTREAM
+    assert_formatting_insensitive(MaskGeneration, UPSTREAM, source)

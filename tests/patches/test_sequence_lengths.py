@@ -181,3 +181,19 @@ def test_rightmost_non_pad_keeps_upstreams_variable() -> None:
     )
     after = CAUSAL_LM + (TOP + NE_SUM + BOTTOM).replace("sequence_lengths", "last_non_pad_token")
     assert_codemod(SequenceLengths, before, after, ("rightmost-non-pad",))
+
+
+def test_formatting_insensitive_to_joined_statements() -> None:
+    reformatted = UPSTREAM.replace(
+        "                sequence_lengths = torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1\n"  # noqa: E501
+        "                sequence_lengths = sequence_lengths % input_ids.shape[-1]\n"
+        "                sequence_lengths = sequence_lengths.to(logits.device)\n",
+        "                sequence_lengths = torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1; "  # noqa: E501
+        "sequence_lengths = sequence_lengths % input_ids.shape[-1]; "
+        "sequence_lengths = sequence_lengths.to(logits.device)\n",
+    ).replace(
+        "            else:\n                sequence_lengths = -1\n",
+        "            else: sequence_lengths = -1\n",
+    )
+    assert reformatted.count(";") == 2 and "else: sequence_lengths" in reformatted
+    assert_formatting_insensitive(SequenceLengths, UPSTREAM, reformatted)

@@ -176,3 +176,37 @@ def test_formatting_insensitive() -> None:
         + HEAD
     )
     assert_formatting_insensitive(StridedSlice, UPSTREAM, reformatted)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        pytest.param(
+            "        super().__init__(config)\n        self.norm = GemmaRMSNorm(",
+            "        super().__init__(config); self.norm = GemmaRMSNorm(",
+            id="joined-statements",
+        ),
+        pytest.param(
+            "        self.gradient_checkpointing = False\n\n"
+            "        # Initialize weights and apply final processing\n"
+            "        self.post_init()\n",
+            "        self.gradient_checkpointing = False; self.post_init()\n",
+            id="post-init-joined",
+        ),
+        pytest.param(
+            "    def __init__(self, config: GemmaConfig):\n"
+            "        super().__init__(config)\n"
+            "        self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)\n"
+            "        self.gradient_checkpointing = False\n\n"
+            "        # Initialize weights and apply final processing\n"
+            "        self.post_init()\n",
+            "    def __init__(self, config: GemmaConfig): super().__init__(config); "
+            "self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps); "
+            "self.gradient_checkpointing = False; self.post_init()\n",
+            id="one-line-init",
+        ),
+    ],
+)
+def test_formatting_insensitive_to_joined_statements(old: str, new: str) -> None:
+    assert old in UPSTREAM
+    assert_formatting_insensitive(StridedSlice, UPSTREAM, UPSTREAM.replace(old, new))
