@@ -434,3 +434,19 @@ def test_quantization_companion_in_the_base_env(release_env):
         text=True,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_check_names_agree_with_the_check_script() -> None:
+    """verify_checks.py runs inside a release environment and cannot import patcher, so it keeps
+    its own copy of the check list; the two copies must not drift apart."""
+    import ast
+
+    from patcher import verify
+
+    tree = ast.parse(verify.CHECKS_SCRIPT.read_text())
+    script = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "CHECK_NAMES"
+    )
+    assert tuple(script) == tuple(CHECK_NAMES)
