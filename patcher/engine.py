@@ -135,6 +135,8 @@ def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:
     parts = []
     for d in drifts:
         line = _line(upstream, positions, d.anchor)
+        if d.node is not None and d.node in positions:  # the very statement at fault
+            line = positions[d.node].start.line
         nearest = d.nearest
         missing = _missing(upstream, d.target) or _missing(upstream, d.anchor)
         if missing:  # the target itself is gone: point at what most resembles it

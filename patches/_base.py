@@ -44,6 +44,8 @@ class Drift(Exception):
     found: str
     anchor: str | None = None
     nearest: str | None = None
+    #: The upstream statement at fault, when there is one (the engine gives its line).
+    node: cst.CSTNode | None = None
 
     def __str__(self) -> str:
         return f"{self.codemod}: {self.target}: {self.found}"
@@ -97,10 +99,17 @@ class VaccCodemod(VisitorBasedCodemodCommand):
             self._shapes.append(shape)
 
     def drift(
-        self, target: str, found: str, *, anchor: str | None = None, nearest: str | None = None
+        self,
+        target: str,
+        found: str,
+        *,
+        anchor: str | None = None,
+        nearest: str | None = None,
+        node: cst.CSTNode | None = None,
     ) -> Drift:
-        """Build the exception for a target in a shape this codemod does not know."""
-        return Drift(self.NAME, target, tuple(self.SHAPES), found, anchor or target, nearest)
+        """Build the exception for a target in a shape this codemod does not know; ``node`` is
+        the upstream statement at fault, if any (its line is reported)."""
+        return Drift(self.NAME, target, tuple(self.SHAPES), found, anchor or target, nearest, node)
 
     # -- libcst plumbing -----------------------------------------------------------------
     def transform_module(self, tree: cst.Module) -> cst.Module:

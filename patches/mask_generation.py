@@ -43,10 +43,11 @@ Shapes recognised:
 * ``generic-head`` — ``GemmaForSequenceClassification``/``GemmaForTokenClassification`` whose
   body is inherited from ``Generic…ForSequenceClassification``/``…ForTokenClassification``
   (4.54+), which build their model with ``AutoModel.from_config`` — upstream's GemmaModel, not
-  the vacc one: both get an ``__init__`` building ``GemmaModel``; the sequence classifier also
-  gets its own tuple-cache ``forward`` (with the generic last-token search, which
-  ``sequence-lengths`` then rewrites) and loses the generic base; the token classifier keeps the
-  generic forward, which passes the cache through.
+  the vacc one: both get an ``__init__`` building ``GemmaModel``; both also get a tuple-cache
+  ``forward`` of their own (the sequence classifier with the generic last-token search, which
+  ``sequence-lengths`` then rewrites; the token classifier because the generic forward passes the
+  cache under the release's keyword, ``cache`` in 5.24+, which the vacc GemmaModel does not take),
+  and the sequence classifier loses the generic base.
 
 Layers derived from ``GradientCheckpointingLayer`` (4.52+) checkpoint themselves, so the
 rewritten loop then calls them directly instead of through ``_gradient_checkpointing_func``.
@@ -62,8 +63,10 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
+from patches._model_forward import ModelForward
 
 HEADS = ("GemmaForCausalLM", "GemmaForSequenceClassification")
 #: Heads some releases have (4.45+), passing the tuple cache through like the others.
@@ -171,6 +174,54 @@ def __init__(self, config):
 
     # Initialize weights and apply final processing
     self.post_init()
+
+def forward(
+    self,
+    input_ids=None,
+    attention_mask=None,
+    position_ids=None,
+    past_key_values=None,
+    inputs_embeds=None,
+    labels=None,
+    use_cache=None,
+    output_attentions=None,
+    output_hidden_states=None,
+    return_dict=None,
+):
+    # vacc: the generic head's forward passes the cache as the release's keyword (`cache` in 5.24+);
+    # the vacc GemmaModel takes the tuple cache as past_key_values
+    from transformers.modeling_outputs import TokenClassifierOutput
+
+    return_dict = return_dict if return_dict is not None else self.config.return_dict
+    outputs = self.model(
+        input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=past_key_values,
+        inputs_embeds=inputs_embeds,
+        use_cache=use_cache,
+        output_attentions=output_attentions,
+        output_hidden_states=output_hidden_states,
+        return_dict=return_dict,
+    )
+    sequence_output = outputs[0]
+    sequence_output = self.dropout(sequence_output)
+    logits = self.score(sequence_output)
+
+    loss = None
+    if labels is not None:
+        loss = self.loss_function(logits, labels, self.config)
+
+    if not return_dict:
+        output = (logits,) + outputs[2:]
+        return ((loss,) + output) if loss is not None else output
+
+    return TokenClassifierOutput(
+        loss=loss,
+        logits=logits,
+        hidden_states=outputs.hidden_states,
+        attentions=outputs.attentions,
+    )
 """
 #: The parameters of a head's forward in the contract (SPEC §4, heads), besides ``self``.
 HEAD_PARAMS = {
@@ -181,123 +232,6 @@ HEAD_PARAMS = {
 REMOVED_HEAD_PARAMS = ("cache_position", "num_logits_to_keep", "logits_to_keep")
 LOGITS_SLICING = {"num_logits_to_keep", "logits_to_keep", "slice_indices"}
 _LAYER_LOOP = m.For(target=m.Name("decoder_layer"))
-
-MODEL_FORWARD = s.parse_def(
-    """
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        past_key_values=None,
-        inputs_embeds=None,
-        use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
-        return_dict = return_dict if return_dict is not None else __return_dict_default__
-
-        # vacc: the cache is a tuple of one (key, value) pair per layer
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
-        elif input_ids is not None:
-            batch_size, seq_length = input_ids.shape[:2]
-        elif inputs_embeds is not None:
-            batch_size, seq_length = inputs_embeds.shape[:2]
-        else:
-            raise ValueError("You have to specify either input_ids or inputs_embeds")
-
-        past_key_values_length = 0
-        if past_key_values is not None:
-            past_key_values_length = past_key_values[0][0].shape[2]
-
-        if position_ids is None:
-            device = input_ids.device if input_ids is not None else inputs_embeds.device
-            position_ids = torch.arange(
-                past_key_values_length, seq_length + past_key_values_length, dtype=torch.long, device=device
-            )
-            position_ids = position_ids.unsqueeze(0)
-
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-
-        # vacc: explicit additive mask, all ones over past + current by default
-        if attention_mask is None:
-            attention_mask = torch.ones(
-                (batch_size, seq_length + past_key_values_length), dtype=torch.bool, device=inputs_embeds.device
-            )
-        attention_mask = self._prepare_decoder_attention_mask(
-            attention_mask, (batch_size, seq_length), inputs_embeds, past_key_values_length
-        )
-
-        # embed positions
-        hidden_states = inputs_embeds
-
-        __normalizer__
-
-        if self.gradient_checkpointing and self.training and use_cache:
-            logger.warning_once(
-                "`use_cache=True` is incompatible with gradient checkpointing. Setting `use_cache=False`."
-            )
-            use_cache = False
-
-        # decoder layers
-        all_hidden_states = () if output_hidden_states else None
-        all_self_attns = () if output_attentions else None
-        next_decoder_cache = () if use_cache else None
-
-        for idx, decoder_layer in enumerate(__layers__):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-
-            past_key_value = past_key_values[idx] if past_key_values is not None else None
-
-            if self.gradient_checkpointing and self.training:
-                layer_outputs = self._gradient_checkpointing_func(
-                    decoder_layer.__call__,
-                    hidden_states,
-                    attention_mask,
-                    position_ids,
-                    past_key_value,
-                    output_attentions,
-                    use_cache,
-                )
-            else:
-                layer_outputs = decoder_layer(
-                    hidden_states,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    past_key_value=past_key_value,
-                    output_attentions=output_attentions,
-                    use_cache=use_cache,
-                )
-
-            hidden_states = layer_outputs[0]
-
-            if use_cache:
-                next_decoder_cache += (layer_outputs[2 if output_attentions else 1],)
-
-            if output_attentions:
-                all_self_attns += (layer_outputs[1],)
-
-        hidden_states = self.norm(hidden_states)
-
-        # add hidden states from the last decoder layer
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-
-        next_cache = next_decoder_cache if use_cache else None
-        if not return_dict:
-            return tuple(v for v in [hidden_states, next_cache, all_hidden_states, all_self_attns] if v is not None)
-        __return__
-    """
-)
 
 _SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
@@ -331,86 +265,9 @@ _OUTPUT = m.SimpleStatementLine(body=[m.Return(value=m.Call(func=m.Name()))])
 _MODEL_CALL = m.Call(func=s.self_attr("model"))
 
 
-def model_forward(
-    upstream: cst.FunctionDef,
-    normalizer: list[cst.BaseStatement],
-    output: cst.Call,
-    layers: cst.BaseExpression,
-    return_dict_default: cst.BaseExpression,
-    layers_checkpoint_themselves: bool,
-) -> cst.FunctionDef:
-    """The tuple-cache forward with upstream's docstring, documentation decorators, embedding
-    normalisation, output class and the layer list it iterates."""
-    body: list[cst.BaseStatement] = []
-    doc = s.docstring_stmt(s.fn_body(upstream))
-    if doc is not None:
-        body.append(doc)
-    for stmt in s.fn_body(MODEL_FORWARD):
-        if m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__normalizer__"))])):
-            body.extend(normalizer)
-        elif m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.Name("__return__"))])):
-            body.append(cst.SimpleStatementLine(body=[cst.Return(value=output)]))
-        else:
-            body.append(stmt)
-    new = s.fill(s.with_fn_body(MODEL_FORWARD, body), layers=layers, return_dict_default=return_dict_default)
-    if layers_checkpoint_themselves:
-        new = m.replace(new, _CHECKPOINTING_BRANCH, lambda *_: _SELF_CHECKPOINTING_CALL)
-    decorators = [d for d in upstream.decorators if _decorator_name(d) in DOC_DECORATORS]
-    return new.with_changes(
-        decorators=decorators,
-        leading_lines=upstream.leading_lines,
-        lines_after_decorators=upstream.lines_after_decorators,
-    )
-
-
 def _decorator_name(decorator: cst.Decorator) -> str:
     node = decorator.decorator
     return s.dotted(node.func if isinstance(node, cst.Call) else node) or ""
-
-
-def _output_call(stmts: list[cst.BaseStatement]) -> cst.Call | None:
-    """Upstream's model-output construction ``Output(last_hidden_state=..., <cache>=..., ...)``,
-    made to carry the tuple cache and the collected hidden states and attentions."""
-    found = [
-        node
-        for stmt in stmts
-        for small in s.small_statements([stmt])
-        for node in [small.value if isinstance(small, cst.Return | cst.Assign) else None]
-        if isinstance(node, cst.Call)
-        and any(m.matches(a, m.Arg(keyword=m.Name("last_hidden_state"))) for a in node.args)
-    ]
-    if len(found) != 1:
-        return None
-    call = found[0]
-    cache = [a.keyword.value for a in call.args if a.keyword and a.keyword.value in CACHE_FIELDS]
-    if len(cache) != 1:
-        return None
-    statement = s.parse_stmts(
-        f"""
-        return {s.render(call.func)}(
-            last_hidden_state=hidden_states,
-            {cache[0]}=next_cache,
-            hidden_states=all_hidden_states,
-            attentions=all_self_attns,
-        )
-        """
-    )[0]
-    return statement.body[0].value
-
-
-def _normalisation(stmts: list[cst.BaseStatement]) -> list[cst.BaseStatement] | None:
-    """Upstream's embedding scaling: ``hidden_states = hidden_states * X``, preceded by the
-    ``normalizer = ...`` assignment when ``X`` is that name (its dtype is part of the result)."""
-    scale = [i for i, x in enumerate(stmts) if m.matches(x, _SCALE)]
-    if len(scale) != 1:
-        return None
-    i = scale[0]
-    factor = stmts[i].body[0].value.right
-    if m.matches(factor, m.Name("normalizer")):
-        if i == 0 or not m.matches(stmts[i - 1], _NORMALIZER):
-            return None
-        return [stmts[i - 1], stmts[i]]
-    return [stmts[i]]
 
 
 class MaskGeneration(VaccCodemod):
@@ -464,11 +321,10 @@ class MaskGeneration(VaccCodemod):
         k, forward = hit
         params = s.param_names(forward)
         called = set(s.calls(forward))
-        self._cache_field = _cache_field(s.fn_body(forward))
         if "self._prepare_decoder_attention_mask" in called and not {"cache_position", "cache"} & set(params):
             self.met("tuple-cache")
+            self._cache_field = _cache_field(forward)
             return cls
-        where = f"forward({', '.join(params)})"
         if "self._update_causal_mask" in called:
             self.met("position-embeddings" if "self.rotary_emb" in called else "dynamic-cache")
         elif "create_causal_mask" in called:
@@ -478,48 +334,28 @@ class MaskGeneration(VaccCodemod):
                 "GemmaModel.forward",
                 "forward builds its mask neither with self._update_causal_mask or create_causal_mask "
                 "nor with self._prepare_decoder_attention_mask",
-                nearest=where,
+                nearest=f"forward({', '.join(params)})",
             )
-        unknown = [
-            d
-            for d in forward.decorators
-            if _decorator_name(d) not in INTERCEPTING_DECORATORS | DOC_DECORATORS
-        ]
-        if unknown:
-            raise self.drift("GemmaModel.forward", f"unknown decorator @{_decorator_name(unknown[0])}")
-        stmts = s.fn_body(forward)
-        loops = [x for x in stmts if m.matches(x, _LAYER_LOOP)]
-        if len(loops) != 1:
-            raise self.drift("GemmaModel.forward", "no single top-level `for decoder_layer in ...:` loop")
-        self_checkpointing = "self._gradient_checkpointing_func" not in called
-        if self_checkpointing and not _layers_checkpoint_themselves(module):
+        if "self._gradient_checkpointing_func" not in called and not _layers_checkpoint_themselves(module):
             raise self.drift(
                 "GemmaModel.forward",
                 "no `self._gradient_checkpointing_func(decoder_layer.__call__, ...)` call and GemmaDecoderLayer is "
                 "not a GradientCheckpointingLayer: unknown gradient checkpointing form",
             )
-        normalizer = _normalisation(stmts)
-        if normalizer is None:
+        if not any(r.known("hidden_states = hidden_states * normalizer")(x) for x in s.fn_body(forward)):
             if not _embedding_is_scaled(cls):
-                raise self.drift(
-                    "GemmaModel.forward",
-                    "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
-                    "and embed_tokens is no scaled embedding",
-                )
-            self.met("scaled-embedding")
-            normalizer = []
-        output = _output_call(stmts)
-        if output is None:
-            raise self.drift(
-                "GemmaModel.forward", "no single `<Output>(last_hidden_state=..., past_key_values|cache=...)`"
-            )
-        default = s.find_assignment(stmts, "return_dict")
-        if default is not None and isinstance(default, cst.IfExp):
-            default = default.orelse
-        else:
-            default = cst.parse_expression("self.config.return_dict")
+                if not _scales_embedding(forward):
+                    raise self.drift(
+                        "GemmaModel.forward",
+                        "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
+                        "and embed_tokens is no scaled embedding",
+                    )
+            else:
+                self.met("scaled-embedding")
+        translation = ModelForward(self, forward, module, _layers_checkpoint_themselves(module))
         body = s.class_body(cls)
-        body[k] = model_forward(forward, normalizer, output, loops[0].iter, default, self_checkpointing)
+        body[k] = translation.translate()
+        self._cache_field = translation.cache_field
         update = s.find(body, "_update_causal_mask")
         if update is not None:
             del body[update]
@@ -563,16 +399,21 @@ class MaskGeneration(VaccCodemod):
         if "cache" in params:  # 5.24+: the contract's head takes past_key_values
             self.met("head-cache-keyword")
             new = s.rename(new, {"cache": cst.Name("past_key_values")})
-        new = m.replace(new, _MODEL_CALL, lambda call, _: _tuple_cache_call(call))
-        new = new.visit(_AllLogits())
-        new = s.with_fn_body(new, [x for x in s.fn_body(new) if not _slices_logits(x)])
-        left = (s.scan(new).names - {"self"}) & (set(REMOVED_HEAD_PARAMS) | LOGITS_SLICING)
+        unit = f"{head}.forward"
+        rules = [
+            r.Rule("logits-to-keep", r.DROP, "the tuple-cache head computes logits for every position",
+                   _SLICES_LOGITS),
+            r.Rule("all-logits", r.TRANSLATE, "lm_head sees every position", _slices_hidden_states,
+                   lambda x: [x.visit(_AllLogits())]),
+            r.Rule("model-call", r.TRANSLATE, "the model called with the tuple cache, no cache_position",
+                   lambda x: _assigned_call(x, "self.model") is not None,
+                   lambda x: [_retarget_model_call(self, unit, x)]),
+        ]  # fmt: skip
+        account = r.Accountant(self, unit, rules, frozenset(REMOVED_HEAD_PARAMS) | LOGITS_SLICING)
+        new = s.with_fn_body(new, account.block(s.fn_body(new)))
+        left = r.unresolved(new, r.module_names(module))
         if left:
-            raise self.drift(
-                f"{head}.forward",
-                f"forward uses {', '.join(sorted(left))} in a way this codemod does not know how to remove",
-                anchor=head,
-            )
+            raise self.drift(unit, f"the rewritten forward uses {', '.join(left)}, which nothing defines", anchor=head)
         return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
 
     def _generic_head(self, head: str, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
@@ -596,42 +437,60 @@ class MaskGeneration(VaccCodemod):
         return s.with_class_body(cls, body)
 
 
-def _cache_field(stmts: list[cst.BaseStatement]) -> str:
+def _cache_field(forward: cst.FunctionDef) -> str:
     """The field of the model's output class that carries the cache (``past_key_values``, or
-    ``cache`` from 5.24 on)."""
-    output = _output_call(stmts)
-    fields = [a.keyword.value for a in output.args if a.keyword] if output else []
-    return next((f for f in fields if f in CACHE_FIELDS), "past_key_values")
+    ``cache`` from 5.24 on), in an already rewritten forward."""
+    keywords = {a.keyword.value for a in m.findall(forward, m.Arg(keyword=m.Name())) if a.keyword}
+    return next((f for f in CACHE_FIELDS if f in keywords and f != "past_key_values"), "past_key_values")
 
 
-def _tuple_cache_call(call: cst.Call) -> cst.Call:
+def _scales_embedding(forward: cst.FunctionDef) -> bool:
+    """``hidden_states = hidden_states * <factor>`` in the forward (4.38: a bare float factor)."""
+    return any(m.matches(x, _SCALE) for x in s.fn_body(forward))
+
+
+def _assigned_call(stmt: cst.CSTNode, func: str) -> cst.Call | None:
+    """The call of ``x = func(...)`` / ``x: T = func(...)`` on a line of its own."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return None
+    hit = s.assignment(stmt.body[0])
+    value = hit[1] if hit else None
+    return value if isinstance(value, cst.Call) and s.dotted(value.func) == func else None
+
+
+def _retarget_model_call(codemod: VaccCodemod, unit: str, stmt: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
     """The head's ``self.model(...)`` call without ``cache_position``, passing the cache as
     ``past_key_values`` (the 5.24 keyword ``cache=`` included)."""
-    args = s.drop_items(call.args, lambda a: m.matches(a, m.Arg(keyword=m.Name("cache_position"))))
-    return call.with_changes(
-        args=[
-            a.with_changes(keyword=cst.Name("past_key_values"))
-            if m.matches(a, m.Arg(keyword=m.Name("cache")))
-            else a
-            for a in args
-        ]
-    )
+    call = _assigned_call(stmt, "self.model")
+    new = r.retarget_args(
+        codemod, unit, call, dropped=("cache_position",),
+        renamed={"past_key_values": "past_key_values", "cache": "past_key_values"}, node=stmt,
+    )  # fmt: skip
+    small = stmt.body[0]
+    return stmt.with_changes(body=[small.with_changes(value=new)])
 
 
-def _slices_logits(stmt: cst.CSTNode) -> bool:
-    """``slice_indices = ...logits_to_keep...`` or ``hidden_states = slice_logits_to_keep(hidden_states,
-    logits_to_keep)``: statements that only narrow the positions lm_head sees."""
-    for small in s.small_statements([stmt]):
-        hit = s.assignment(small)
-        if hit is None:
-            continue
-        target, value = hit
-        if target == "slice_indices":
-            return True
-        if isinstance(value, cst.Call) and value.args and s.dotted(value.args[0].value) == target:
-            if any(s.scan(a.value).names & LOGITS_SLICING for a in value.args[1:]):
-                return True
-    return False
+_SLICES_LOGITS = r.known(
+    "slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep",
+    "hidden_states = slice_logits_to_keep(hidden_states, logits_to_keep)",
+)
+#: The subscripts that narrow the positions lm_head sees.
+_NARROWED = r.known(
+    "hidden_states[:, slice_indices, :]",
+    "hidden_states[:, -num_logits_to_keep:, :]",
+    "hidden_states[:, -logits_to_keep:, :]",
+)
+
+
+def _is_narrowed(node: cst.CSTNode) -> bool:
+    return isinstance(node, cst.Subscript) and _NARROWED(cst.SimpleStatementLine([cst.Expr(node)]))
+
+
+def _slices_hidden_states(stmt: cst.BaseStatement) -> bool:
+    """A statement using the logits slicing only in the known subscripts of ``hidden_states``."""
+    if not r.variables(stmt) & LOGITS_SLICING:
+        return False
+    return not r.variables(stmt.visit(_AllLogits())) & LOGITS_SLICING
 
 
 class _AllLogits(cst.CSTTransformer):
@@ -639,10 +498,7 @@ class _AllLogits(cst.CSTTransformer):
     -> ``hidden_states``: the tuple-cache head computes logits for every position."""
 
     def leave_Subscript(self, original: cst.Subscript, updated: cst.Subscript) -> cst.BaseExpression:
-        names: set[str] = set()
-        for element in updated.slice:
-            names |= s.scan(element).names
-        return updated.value if names & LOGITS_SLICING else updated
+        return updated.value if _is_narrowed(original) else updated
 
 
 def _layers_checkpoint_themselves(module: cst.Module) -> bool:
