@@ -67,6 +67,10 @@ class VaccCodemod(VisitorBasedCodemodCommand):
     DESCRIPTION: ClassVar[str]
     TARGETS: ClassVar[tuple[str, ...]]
     SHAPES: ClassVar[dict[str, str]]
+    #: Upstream units this codemod removes whole, by a rule of the contract (qualified name ->
+    #: the rule and its reason): the FlashAttention/SDPA variants, the static-cache hooks.  Their
+    #: insides never reach an output, by design; the mutation tier reports them apart.
+    DROPS: ClassVar[dict[str, str]] = {}
     #: The upstream file the codemod applies to.
     FILE: ClassVar[str] = "modeling_gemma.py"
 

@@ -286,6 +286,7 @@ class MaskGeneration(VaccCodemod):
         "GemmaForSequenceClassification.get_input_embeddings",
         "GemmaForSequenceClassification.set_input_embeddings",
     )
+    DROPS = {"GemmaModel._update_causal_mask": "mask-builder: the vacc mask comes from _prepare_decoder_attention_mask"}
     SHAPES = {
         "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
         "position-embeddings": "as dynamic-cache, with rotary tables computed by GemmaModel for its layers",

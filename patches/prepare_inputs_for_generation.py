@@ -13,18 +13,23 @@ exists; ``inputs_embeds`` only on the first step; return ``input_ids``/``inputs_
 Shapes recognised (in ``GemmaForCausalLM``):
 
 * ``cache-class-aware`` — upstream's own ``prepare_inputs_for_generation`` handling
-  ``Cache`` objects and ``cache_position``: replaced;
+  ``Cache`` objects and ``cache_position``: replaced whole, because the contract fixes the
+  tuple-cache form; so it is recognised exactly, by the digest of its code (``KNOWN_UPSTREAM``:
+  the ten forms of 4.38.0–4.45.0).  Any other form is drift — a change upstream makes there
+  stops the run instead of vanishing;
 * ``inherited`` — no ``prepare_inputs_for_generation`` in the class (4.46+: ``GenerationMixin``'s
   would be used, which is ``cache_position`` and ``Cache`` based): ours is added after ``forward``;
 * ``tuple-cache`` — the form this codemod writes (its own output);
 * ``tuple-reorder-cache`` — ``_reorder_cache`` already the tuple form: kept as it is.
-  A ``_reorder_cache`` in another form is replaced.
+  A ``_reorder_cache`` in another form is drift (replacing it would lose what it computes);
+  where there is none (4.43+), the tuple form is added.
 """
 
 from __future__ import annotations
 
 import libcst as cst
 
+from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -83,7 +88,22 @@ REORDER_CACHE = s.parse_def(
     """
 )
 
-CACHE_NAMES = {"cache_position", "Cache", "DynamicCache"}
+#: Digests (``_rules.unit_digest``: the code as Python, docstring and formatting aside) of the
+#: upstream ``prepare_inputs_for_generation`` forms this codemod replaces.  The contract fixes the
+#: tuple-cache form whole, so upstream's is not edited but recognised exactly: a release (or a
+#: fork) whose method differs in any way is drift, for a maintainer to read and add here.
+KNOWN_UPSTREAM = {
+    "721d32b39fcad4b000134909c2c5364bbc0a41caac5e4fd0a0b90b8115cb1132": "4.38.0-4.38.1",
+    "0e832e6f39adeab61d0250299676c8e7547fb4f1d09802889df3f368094af8fb": "4.38.2",
+    "7dcad951f676a379b0fea6d9c3e1d7fd18cb02b1525b8a4e09d64b08bdd4f6b7": "4.39.0-4.39.1",
+    "69d1505690630bb709e79db7259c6d1bdbf78fb87edaac592c2677e2fba66a67": "4.39.2-4.40.2",
+    "512fd0b1f945df1ef68453049f3f887a675953eb593093a378912bff716747b5": "4.41.0",
+    "c47e3025c9886d4792a3f7c8193fd0855dd16d4d1692c8134ebf07057babc7af": "4.42.0",
+    "32a3b51362734f4de2dae8edcadc6154f8339c0eeffa3d11f5e0279ef39d3fb2": "4.43.0-4.43.2",
+    "bf7ad1e67ab9ed40876b2e0e064f911f6fae410398a24f8983a21098ee53625d": "4.44.0",
+    "c99a6bb1afd42b5ba37a2a0dc3810e31d3acdc45eee126f8767d01ed13e080a6": "4.44.1",
+    "340b03971cc6113c66fbc8bc8d18200964ae6dcfab5116ee363baa7f226be4a0": "4.45.0",
+}
 
 
 class PrepareInputsForGeneration(VaccCodemod):
@@ -120,14 +140,14 @@ class PrepareInputsForGeneration(VaccCodemod):
             body.insert(prepare, s.blank_lines(PREPARE_INPUTS, 1))
         elif s.same_code(body[prepare], PREPARE_INPUTS):
             self.met("tuple-cache")
-        elif s.scan(body[prepare]).names & CACHE_NAMES:
+        elif r.unit_digest(body[prepare]) in KNOWN_UPSTREAM:
             self.met("cache-class-aware")
             body[prepare] = s.keep_leading(body[prepare], PREPARE_INPUTS)
         else:
             raise self.drift(
                 "GemmaForCausalLM.prepare_inputs_for_generation",
-                "prepare_inputs_for_generation neither handles Cache/cache_position nor is the "
-                "tuple-cache form",
+                "prepare_inputs_for_generation is neither a known upstream form (replaced whole: its "
+                f"digest {r.unit_digest(body[prepare])[:12]} is not in KNOWN_UPSTREAM) nor the tuple-cache form",
                 anchor="GemmaForCausalLM.prepare_inputs_for_generation",
             )
         reorder = s.find(body, "_reorder_cache")
@@ -135,8 +155,12 @@ class PrepareInputsForGeneration(VaccCodemod):
             body.insert(prepare + 1, s.blank_lines(REORDER_CACHE, 1))
         elif s.same_code(body[reorder], REORDER_CACHE):
             self.met("tuple-reorder-cache")
-        else:
-            body[reorder] = s.keep_leading(body[reorder], REORDER_CACHE)
+        else:  # another form would be replaced, and what it computes lost
+            raise self.drift(
+                "GemmaForCausalLM._reorder_cache",
+                "_reorder_cache is not the static tuple form",
+                anchor="GemmaForCausalLM._reorder_cache",
+            )
         old_body = s.class_body(cls)
         if len(body) == len(old_body) and all(a is b for a, b in zip(body, old_body, strict=True)):
             return module

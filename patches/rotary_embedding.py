@@ -24,8 +24,12 @@ Shapes recognised:
   ``inv_freq``, config-based ``rope_init_fn``, ``@dynamic_rope_update``): renamed and wrapped;
 * ``table`` — the table form this codemod writes (its own output);
 * ``unsqueeze`` — ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` doing
-  ``cos = cos.unsqueeze(unsqueeze_dim)`` on per-position tables: replaced by the gathering form;
-* ``gathered`` — ``apply_rotary_pos_emb`` already gathering ``cos[position_ids]``.
+  ``cos = cos.unsqueeze(unsqueeze_dim)`` on per-position tables: edited in place — translated
+  (``gather-tables``): the two unsqueezes first gather the table rows at ``position_ids``,
+  which becomes a required parameter after ``sin``; dropped (``hub-kernel``): a
+  ``@use_kernel_…_from_hub`` decorator, which would swap in a kernel with upstream's ungathered
+  signature; kept: the docstring and everything else (``q_embed``, ``k_embed``, the return);
+* ``gathered`` — ``apply_rotary_pos_emb`` already gathering ``cos[position_ids]`` (its own output).
 
 A rotary class without a ``forward(x, position_ids)`` returning two values is drift.
 """
@@ -33,8 +37,8 @@ A rotary class without a ``forward(x, position_ids)`` returning two values is dr
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
+from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -52,25 +56,6 @@ TABLE_FORWARD = s.parse_def(
         return cos[0], sin[0]
     """
 )
-
-APPLY_ROTARY_POS_EMB = s.parse_def(
-    '''
-    def apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim=1):
-        """Applies Rotary Position Embedding to the query and key tensors (vacc: table form).
-
-        `cos` and `sin` are `[seq_len, head_dim]` tables; they are gathered at `position_ids`
-        (`[batch_size, seq_len]`) and unsqueezed at `unsqueeze_dim` to broadcast over the heads.
-        """
-        cos = cos[position_ids].unsqueeze(unsqueeze_dim)
-        sin = sin[position_ids].unsqueeze(unsqueeze_dim)
-        q_embed = (q * cos) + (rotate_half(q) * sin)
-        k_embed = (k * cos) + (rotate_half(k) * sin)
-        return q_embed, k_embed
-    '''
-)
-
-_UNSQUEEZE_COS = m.Call(func=m.Attribute(value=m.Name("cos"), attr=m.Name("unsqueeze")))
-
 
 class RotaryEmbedding(VaccCodemod):
     """Table-form ``GemmaRotaryEmbedding.forward`` and gathering ``apply_rotary_pos_emb``."""
@@ -139,19 +124,66 @@ class RotaryEmbedding(VaccCodemod):
         return s.with_class_body(cls, body)
 
     def _apply(self, fn: cst.FunctionDef) -> cst.FunctionDef:
-        if s.same_code(fn, APPLY_ROTARY_POS_EMB):
-            self.met("gathered")
-            return fn
+        """``apply_rotary_pos_emb`` edited in place: ``cos = cos.unsqueeze(dim)`` (and ``sin``)
+        gather the table rows at ``position_ids`` first; ``position_ids`` becomes a required
+        parameter after ``sin``; every other statement and parameter stays upstream's."""
+        unit = "apply_rotary_pos_emb"
         params = s.param_names(fn)
-        unsqueezed = s.find_assignment(s.fn_body(fn), "cos")
-        if params[:4] == ["q", "k", "cos", "sin"] and m.matches(unsqueezed, _UNSQUEEZE_COS):
-            self.met("unsqueeze")
-            return s.blank_lines(APPLY_ROTARY_POS_EMB, 2)
-        raise self.drift(
-            "apply_rotary_pos_emb",
-            "apply_rotary_pos_emb is neither the unsqueeze form nor the gathering form",
-            nearest=f"apply_rotary_pos_emb({', '.join(params)})",
-        )
+        if params[:4] != ["q", "k", "cos", "sin"]:
+            raise self.drift(unit, "apply_rotary_pos_emb does not take (q, k, cos, sin, ...)",
+                             nearest=f"apply_rotary_pos_emb({', '.join(params)})")  # fmt: skip
+        for decorator in fn.decorators:
+            if r.decorator_name(decorator) not in HUB_KERNEL_DECORATORS:
+                raise self.drift(unit, f"unknown decorator @{r.decorator_name(decorator)}", node=decorator)
+        rules = [
+            r.Rule("gather-tables", r.TRANSLATE, "cos/sin are [seq_len, head_dim] tables gathered at position_ids",
+                   _UNSQUEEZE, _gathered),
+            r.Rule("gathered-tables", r.KEEP, "already gathered (this codemod's output)", _GATHERED),
+        ]  # fmt: skip
+        account = r.Accountant(self, unit, rules, frozenset({"position_ids"}))
+        body = account.block(s.fn_body(fn))
+        ledger = [name for name, _a, _l in account.ledger]
+        if ledger.count("gather-tables") + ledger.count("gathered-tables") != 2:
+            raise self.drift(
+                unit, "apply_rotary_pos_emb does not unsqueeze `cos` and `sin` once each", node=fn,
+                nearest=f"apply_rotary_pos_emb({', '.join(params)})",
+            )  # fmt: skip
+        self.met("gathered" if "gathered-tables" in ledger else "unsqueeze")
+        new = s.with_fn_body(fn.with_changes(params=_position_ids_required(fn.params), decorators=[]), body)
+        if s.same_code(new, fn) and not fn.decorators:
+            return fn
+        return new
+
+
+#: Decorators swapping apply_rotary_pos_emb for a hub kernel with upstream's (ungathered) signature.
+HUB_KERNEL_DECORATORS = {"use_kernel_func_from_hub", "use_kernel_forward_from_hub"}
+_UNSQUEEZE = r.known("cos = cos.unsqueeze(unsqueeze_dim)", "sin = sin.unsqueeze(unsqueeze_dim)")
+_GATHERED = r.known(
+    "cos = cos[position_ids].unsqueeze(unsqueeze_dim)", "sin = sin[position_ids].unsqueeze(unsqueeze_dim)"
+)
+
+
+def _gathered(stmt: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
+    """``cos = cos.unsqueeze(unsqueeze_dim)`` -> ``cos = cos[position_ids].unsqueeze(unsqueeze_dim)``."""
+    name = stmt.body[0].targets[0].target.value
+    new = s.parse_stmts(f"{name} = {name}[position_ids].unsqueeze(unsqueeze_dim)")[0]
+    if name == "cos":
+        comment = cst.EmptyLine(comment=cst.Comment("# vacc: cos/sin are [seq_len, head_dim] tables, gathered at position_ids"))
+        new = new.with_changes(leading_lines=[comment])
+    return [new]
+
+
+def _position_ids_required(params: cst.Parameters) -> cst.Parameters:
+    """``(q, k, cos, sin, position_ids=None, ...)`` or ``(q, k, cos, sin, ...)`` ->
+    ``(q, k, cos, sin, position_ids, ...)``."""
+    items = list(params.params)
+    names = [p.name.value for p in items]
+    if "position_ids" in names:
+        i = names.index("position_ids")
+        items[i] = items[i].with_changes(default=None, equal=cst.MaybeSentinel.DEFAULT)
+    else:
+        items.insert(4, cst.Param(cst.Name("position_ids"), comma=items[3].comma))
+    return params.with_changes(params=items)
 
 
 def _nearest(module: cst.Module, word: str) -> str | None:

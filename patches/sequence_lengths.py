@@ -15,6 +15,10 @@ Shapes recognised (in ``GemmaForSequenceClassification.forward``):
 * ``rightmost-non-pad`` — the same block assigning ``last_non_pad_token`` from
   ``(token_indices * non_pad_mask).argmax(-1)`` (4.49+; left and right padding): replaced,
   keeping upstream's variable name;
+
+The block is replaced whole (the contract fixes its computation), so it is recognised exactly:
+each known form as it is, formatting and comments aside.  A block that computes anything else
+is drift, never silently replaced.  Everything else in the forward is upstream's.
 * ``ne-sum`` — the form this codemod writes (its own output).
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -45,7 +50,43 @@ _PAD_IS_NONE = m.If(
         comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
     )
 )
-_ARGMAX = "argmax"
+#: The upstream blocks this codemod replaces, recognised exactly (formatting and comments aside).
+_ARGMAX_MODULO = r.known(
+    """
+    if self.config.pad_token_id is None:
+        sequence_lengths = -1
+    else:
+        if input_ids is not None:
+            sequence_lengths = torch.eq(input_ids, self.config.pad_token_id).int().argmax(-1) - 1
+            sequence_lengths = sequence_lengths % input_ids.shape[-1]
+            sequence_lengths = sequence_lengths.to(logits.device)
+        else:
+            sequence_lengths = -1
+    """
+)
+_RIGHTMOST = """
+if self.config.pad_token_id is None:
+    last_non_pad_token = -1
+elif input_ids is not None:
+    non_pad_mask = (input_ids != self.config.pad_token_id).to(logits.device, torch.int32)
+    token_indices = torch.arange(input_ids.shape[-1], device=logits.device{dtype})
+    last_non_pad_token = (token_indices * non_pad_mask).argmax(-1)
+else:
+    last_non_pad_token = -1
+"""
+_WARNING = """
+    logger.warning_once(
+        f"{{self.__class__.__name__}} will not detect padding tokens in `inputs_embeds`. Results may be "
+        "unexpected if using padding tokens in conjunction with `inputs_embeds.`"
+    )
+"""
+_RIGHTMOST_NON_PAD = r.known(
+    *(
+        _RIGHTMOST.format(dtype=dtype) + warning
+        for dtype in (", dtype=torch.int32", "")
+        for warning in (_WARNING.format(), "")
+    )
+)
 
 
 def sequence_lengths(index: str) -> cst.If:
@@ -103,15 +144,17 @@ class SequenceLengths(VaccCodemod):
         if s.same_code(stmts[j], new):
             self.met("ne-sum")
             return module
-        scan = s.scan(stmts[j])
-        if not any(c.endswith(".argmax") for c in scan.calls):
+        if _ARGMAX_MODULO(stmts[j]):
+            self.met("argmax-modulo")
+        elif _RIGHTMOST_NON_PAD(stmts[j]):
+            self.met("rightmost-non-pad")
+        else:  # replaced whole, so recognised exactly: any other computation would be lost
             raise self.drift(
                 "GemmaForSequenceClassification.forward",
-                "sequence_lengths computed without argmax: "
-                f"{s.render(stmts[j]).strip().splitlines()[-1].strip()}",
+                f"the last-token block is neither known form: `{r.first_line(stmts[j])}`",
                 anchor="GemmaForSequenceClassification.forward",
+                node=stmts[j],
             )
-        self.met("rightmost-non-pad" if "token_indices" in scan.names else "argmax-modulo")
         stmts[j] = s.keep_leading(stmts[j], new)
         new_fn = s.with_fn_body(forward, stmts)
         new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new_fn))
