@@ -342,9 +342,11 @@ class ModelForward:
         if "output_attentions" not in assigned:
             body[head:head] = _marked(s.parse_stmts(DEFAULTS), "vacc: argument defaults (upstream: decorators)")
         if "past-length" not in ledger:
-            i = _index(body, lambda x: "causal_mask" in _targets(x) or "attention_mask" in _targets(x))
+            i = _index(body, lambda x: "past_key_values_length" in r.variables(x))
             body[i:i] = s.parse_stmts(PAST_LENGTH)
         loop = _index(body, lambda x: m.matches(x, m.For()))
+        if loop is None:
+            raise self.codemod.drift(UNIT, "the layer loop is not a statement of the forward itself", node=self.forward)
         before: list = []
         if "all_hidden_states" not in assigned:
             before += s.parse_stmts(COLLECTORS)
@@ -353,7 +355,12 @@ class ModelForward:
         body[loop:loop] = before
         loop += len(before)
         if "all_hidden_states" not in assigned:
-            norm = _index(body, lambda x: r.known("hidden_states = self.norm(hidden_states)")(x), start=loop)
+            norm = _index(body, r.known("hidden_states = self.norm(hidden_states)"), start=loop)
+            if norm is None:
+                raise self.codemod.drift(
+                    UNIT, "no `hidden_states = self.norm(hidden_states)` after the layer loop, after which the "
+                    "last hidden states are collected (upstream leaves that to a decorator)", node=self.forward,
+                )  # fmt: skip
             body[norm + 1 : norm + 1] = s.parse_stmts(COLLECT_HIDDEN)
         output = _index(body, self._is_output, start=loop)
         if "next-cache" not in ledger:
@@ -511,11 +518,12 @@ def _targets(stmt: cst.CSTNode) -> set[str]:
     return out
 
 
-def _index(body: list, pred, start: int = 0) -> int:
+def _index(body: list, pred, start: int = 0) -> int | None:
+    """Index of the first statement of ``body`` from ``start`` on matching ``pred``."""
     for i in range(start, len(body)):
         if pred(body[i]):
             return i
-    raise AssertionError("statement expected by the translation not found")
+    return None
 
 
 def _marked(stmts: list, comment: str) -> list:
