@@ -5,6 +5,12 @@
 returns a :class:`VerifyReport`: one :class:`CheckResult` per check and tiny config
 ("mqa": one key/value head as in gemma-2b, "mha": as many as query heads, as in gemma-7b).
 
+With an :class:`Overlay` (``patcher verify --upstream FILE``) the reference is a local
+upstream file instead of the release's own: the check process loads it as
+``transformers.models.gemma.modeling_gemma`` before anything imports Gemma, so upstream's
+classes, the auto mappings and the generic heads all see it.  The release's environment is
+only read, never changed: the overlay's files live in the check's temporary directory.
+
 This module runs in patcher's own environment, which has no torch: everything that needs
 torch or transformers happens in the subprocess, and the two sides speak JSON only.  A
 crash of that subprocess is not a traceback at the user: every check is reported failed
@@ -32,6 +38,7 @@ __all__ = [
     "CHECKS_SCRIPT",
     "CheckResult",
     "Env",
+    "Overlay",
     "VerifyReport",
     "build_table",
     "ensure_env",
@@ -54,6 +61,7 @@ CHECK_NAMES = (
     "generate",
     "strided_slice",
     "sequence_classification",
+    "token_classification",
     "quantize",
     "onnx_prefill",
     "onnx_decode",
@@ -61,7 +69,7 @@ CHECK_NAMES = (
     "from_pretrained",
 )
 CONFIGS = ("mqa", "mha")
-STATUSES = ("pass", "fail", "exception")
+STATUSES = ("pass", "fail", "exception", "skipped")
 DEFAULT_TIMEOUT = 1800.0
 STDERR_TAIL_LINES = 40
 
@@ -70,9 +78,11 @@ STDERR_TAIL_LINES = 40
 class CheckResult:
     """One check on one tiny config.
 
-    ``status`` is ``pass``, ``fail``, or ``exception``: the release's own ``generate()``
+    ``status`` is ``pass``, ``fail``, ``exception``: the release's own ``generate()``
     raised while driving the tuple-cache model (SPEC allows reporting that with its reason);
-    it does not count as passed.
+    it does not count as passed; or ``skipped``: the check does not apply because upstream
+    lacks what it compares (token classification before 4.42), with the reason as detail.
+    A skipped check is neither passed nor failed.
     """
 
     name: str
@@ -85,10 +95,65 @@ class CheckResult:
     def passed(self) -> bool:
         return self.status == "pass"
 
+    @property
+    def skipped(self) -> bool:
+        return self.status == "skipped"
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A local upstream verified in place of the release's own Gemma files.
+
+    ``modeling`` (and ``configuration``, when given) is the exact text the output was
+    generated from; ``modeling_path``/``configuration_path`` name where it came from, for the
+    report.  Without ``configuration`` the release's own ``configuration_gemma.py`` is used.
+    """
+
+    modeling: str
+    modeling_path: str
+    configuration: str | None = None
+    configuration_path: str | None = None
+
+    @classmethod
+    def from_upstream(cls, upstream) -> Overlay:
+        """The overlay of a local :class:`patcher.upstream.Upstream` (``upstream.from_files``)."""
+        modeling_path, configuration_path = upstream.paths or ("<local file>", None)
+        if upstream.configuration is None:
+            configuration_path = None
+        return cls(upstream.modeling, modeling_path, upstream.configuration, configuration_path)
+
+    def describe(self) -> str:
+        """``local upstream X`` (``and Y``): what the reference is, in the report's words."""
+        text = f"local upstream {self.modeling_path}"
+        if self.configuration_path:
+            text += f" and {self.configuration_path}"
+        return text
+
+    def write(self, directory: Path) -> tuple[Path, Path | None]:
+        """Write the files as ``models/gemma/{modeling,configuration}_gemma.py`` under
+        ``directory`` (the layout transformers' own files have, which its docstring tools
+        read names from); return their paths."""
+        gemma = Path(directory) / "models" / "gemma"
+        gemma.mkdir(parents=True)
+        modeling = gemma / "modeling_gemma.py"
+        modeling.write_text(self.modeling, encoding="utf-8", newline="")
+        if self.configuration is None:
+            return modeling, None
+        configuration = gemma / "configuration_gemma.py"
+        configuration.write_text(self.configuration, encoding="utf-8", newline="")
+        return modeling, configuration
+
+    def as_dict(self) -> dict:
+        return {"modeling_gemma.py": self.modeling_path, "configuration_gemma.py": self.configuration_path}
+
 
 @dataclass
 class VerifyReport:
-    """The outcome of verifying one release's output."""
+    """The outcome of verifying one release's output.
+
+    ``overlay`` is set when the reference was a local upstream (``verify --upstream``), run
+    in release ``version``'s environment.
+    """
 
     version: str
     checks: list[CheckResult]
@@ -96,20 +161,34 @@ class VerifyReport:
     crashed: bool = False
     stderr_tail: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    overlay: Overlay | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the output was compared with, in words."""
+        if self.overlay is None:
+            return f"transformers {self.version}"
+        return f"{self.overlay.describe()} in transformers {self.version}'s environment (not its own Gemma)"
 
     @property
     def ok(self) -> bool:
-        """True when there was at least one check and every check passed."""
-        return bool(self.checks) and all(check.passed for check in self.checks)
+        """True when at least one check passed and none failed (skipped checks are neither)."""
+        return any(check.passed for check in self.checks) and not self.failed
 
     @property
     def failed(self) -> list[CheckResult]:
-        return [check for check in self.checks if not check.passed]
+        return [check for check in self.checks if not check.passed and not check.skipped]
+
+    @property
+    def skipped(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.skipped]
 
     def as_dict(self) -> dict:
         """A JSON-ready form, stable for ``--json`` consumers."""
         return {
             "version": self.version,
+            "reference": self.reference,
+            "upstream": self.overlay.as_dict() if self.overlay else None,
             "ok": self.ok,
             "crashed": self.crashed,
             "seconds": round(self.seconds, 3),
@@ -151,13 +230,15 @@ def parse_result(text: str) -> tuple[list[CheckResult], dict[str, str]]:
     return checks, versions
 
 
-def crashed_report(version: str, stderr: str, seconds: float, reason: str | None = None) -> VerifyReport:
+def crashed_report(
+    version: str, stderr: str, seconds: float, reason: str | None = None, overlay: Overlay | None = None
+) -> VerifyReport:
     """Every check failed with the error's last line; the stderr tail kept for debugging."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     detail = reason or (lines[-1].strip() if lines else "the check script exited without a result")
     checks = [CheckResult(name, config, "fail", detail) for config in CONFIGS for name in CHECK_NAMES]
     tail = "\n".join(lines[-STDERR_TAIL_LINES:])
-    return VerifyReport(version, checks, seconds=seconds, crashed=True, stderr_tail=tail)
+    return VerifyReport(version, checks, seconds=seconds, crashed=True, stderr_tail=tail, overlay=overlay)
 
 
 def verify_output(
@@ -167,10 +248,13 @@ def verify_output(
     progress: Progress | None = None,
     env: Env | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    overlay: Overlay | None = None,
 ) -> VerifyReport:
     """Verify the outputs in ``output_dir`` against transformers ``version``'s upstream.
 
-    Builds the release's environment on first use (network needed once), then runs offline.
+    With ``overlay``, the reference is that local upstream instead, run in ``version``'s
+    environment (which stays as it is).  Builds the release's environment on first use
+    (network needed once), then runs offline.
     """
     output_dir = Path(output_dir)
     missing = [name for name in OUTPUT_FILES if not (output_dir / name).is_file()]
@@ -178,11 +262,17 @@ def verify_output(
         raise UsageError(f"{output_dir} lacks {', '.join(missing)}: run `patcher apply` first")
     env = env or ensure_env(version, progress)
     if progress:
-        progress(f"verifying {output_dir} against transformers {version}")
+        against = f"{overlay.describe()} in the environment of" if overlay else "upstream"
+        progress(f"verifying {output_dir} against {against} transformers {version}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [str(env.python), str(CHECKS_SCRIPT), str(output_dir.resolve()), "--result", str(result_file)]
+        if overlay is not None:
+            modeling, configuration = overlay.write(Path(tmp) / "overlay")
+            cmd += ["--upstream", str(modeling)]
+            if configuration is not None:
+                cmd += ["--config-upstream", str(configuration)]
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, env=env.environ(), cwd=tmp, timeout=timeout
@@ -190,16 +280,17 @@ def verify_output(
         except subprocess.TimeoutExpired as expired:
             stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
             reason = f"the check script timed out after {timeout:.0f}s"
-            return crashed_report(version, stderr, time.monotonic() - started, reason)
+            return crashed_report(version, stderr, time.monotonic() - started, reason, overlay)
         seconds = time.monotonic() - started
         text = result_file.read_text() if result_file.is_file() else _last_line(proc.stdout)
     try:
         checks, versions = parse_result(text)
     except ValueError:
-        return crashed_report(version, proc.stderr, seconds)
+        return crashed_report(version, proc.stderr, seconds, overlay=overlay)
     tail = "\n".join(proc.stderr.splitlines()[-STDERR_TAIL_LINES:])
-    report = VerifyReport(version, checks, seconds=seconds, stderr_tail=tail, versions=versions)
-    return report
+    return VerifyReport(
+        version, checks, seconds=seconds, stderr_tail=tail, versions=versions, overlay=overlay
+    )
 
 
 def _last_line(text: str) -> str:
@@ -207,13 +298,26 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-_MARKS = {"pass": ("✓", "green"), "fail": ("✗", "red"), "exception": ("!", "yellow")}
+_MARKS = {
+    "pass": ("✓", "green"),
+    "fail": ("✗", "red"),
+    "exception": ("!", "yellow"),
+    "skipped": ("–", "dim"),
+}
+_LABELS = {"exception": "exception: ", "skipped": "not applicable: "}
+
+
+def summary(report: VerifyReport) -> str:
+    """``27/28 checks passed`` (``, 2 not applicable``): skipped checks are counted apart."""
+    skipped = len(report.skipped)
+    applicable = len(report.checks) - skipped
+    text = f"{applicable - len(report.failed)}/{applicable} checks passed"
+    return text + (f", {skipped} not applicable" if skipped else "")
 
 
 def build_table(report: VerifyReport) -> Table:
     """A rich table: one row per check, one column per config, mark and detail in each cell."""
-    passed = len(report.checks) - len(report.failed)
-    title = f"transformers {report.version}: {passed}/{len(report.checks)} checks passed"
+    title = f"{report.reference}: {summary(report)}"
     if report.crashed:
         title += " (the check script crashed)"
     table = Table(title=title, title_justify="left", show_lines=False)
@@ -232,7 +336,7 @@ def build_table(report: VerifyReport) -> Table:
                 row.append("")
                 continue
             mark, style = _MARKS.get(check.status, ("?", "magenta"))
-            label = "exception: " if check.status == "exception" else ""
+            label = _LABELS.get(check.status, "")
             row.append(Text(f"{mark} {label}{check.detail}", style=style))
         table.add_row(*row)
     return table

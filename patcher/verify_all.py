@@ -1,5 +1,9 @@
 """``patcher verify``: one release (``--transformers SPEC``) or every pinned release (``--all``).
 
+``--upstream FILE [--config-upstream FILE] --transformers SPEC`` verifies the output of a
+local upstream against that local upstream itself, loaded over release SPEC's Gemma in
+SPEC's environment (see :class:`patcher.verify.Overlay`).
+
 ``--all`` regenerates every pinned release at once (:func:`patcher.batch.generate_many`, the
 series once per distinct upstream pair), then verifies each release's output in that
 release's own cached environment, ``--jobs`` at a time.  Releases that share upstream files
@@ -58,11 +62,13 @@ class Outcome:
         if self.result == "error":
             return self.error or "error"
         assert self.report is not None
-        total = len(self.report.checks)
+        skipped = len(self.report.skipped)  # not applicable: neither passed nor failed
+        total = len(self.report.checks) - skipped
         passed = total - len(self.report.failed)
+        suffix = f", {skipped} n/a" if skipped else ""
         if self.result == "passed":
-            return f"passed {passed}/{total}"
-        return f"FAILED {passed}/{total} ({failed_checks(self.report)})"
+            return f"passed {passed}/{total}{suffix}"
+        return f"FAILED {passed}/{total} ({failed_checks(self.report)}){suffix}"
 
     def as_dict(self) -> dict:
         return {
@@ -213,9 +219,8 @@ def render_summary(outcomes: list[Outcome], seconds: float, jobs: int) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from patcher.cli import say
 
+    _check_usage(args)
     if not args.all:
-        if args.jobs is not None:
-            raise UsageError("--jobs goes with --all")
         return _verify_one(args, say)
     jobs = 1 if args.jobs is None else args.jobs
     if jobs < 1:
@@ -237,20 +242,65 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(outcomes)
 
 
+def _check_usage(args: argparse.Namespace) -> None:
+    """The combinations argparse cannot say: one line each, exit 2."""
+    local = args.upstream is not None
+    problem = None
+    if args.all and local:
+        problem = "--upstream verifies one local file in one release's environment; it does not go with --all"
+    elif args.config_upstream is not None and not local:
+        problem = "--config-upstream goes with --upstream FILE"
+    elif local and args.transformers is None:
+        problem = (
+            "--upstream FILE needs --transformers SPEC: the release whose environment runs it "
+            "(for example the release FILE was taken from)"
+        )
+    elif not args.all and args.transformers is None:
+        problem = "give --transformers SPEC, or --all"
+    elif not args.all and args.jobs is not None:
+        problem = "--jobs goes with --all"
+    if problem:
+        raise UsageError(f"{problem} (see `patcher verify --help`)")
+
+
+def _release(spec: str) -> str:
+    """The pinned release SPEC names (``installed``: the installed one, its files checked)."""
+    from patcher import upstream, versions
+
+    if spec.strip().lower() == "installed":
+        return upstream.from_installed().version
+    return versions.resolve(spec, pins.load_pins())
+
+
 def _verify_one(args: argparse.Namespace, say: Progress) -> int:
-    """``verify --transformers SPEC``: one release, its table of checks."""
+    """``verify --transformers SPEC [--upstream FILE]``: one release, its table of checks.
+
+    With ``--upstream`` the output is generated from FILE as ``apply --upstream`` does (drift
+    stops here, before any environment is built) and verified against FILE itself, loaded
+    over release SPEC's Gemma in SPEC's environment.
+    """
     from patcher import verify
-    from patcher.cli import upstream_for
+    from patcher.cli import local_upstream_paths, upstream_for
     from patcher.outputs import generate_cached, write_output
 
-    up = upstream_for(args.transformers)
-    if up.version is None:
-        raise UsageError("verify needs a release (its environment); a local file has none")
-    output = generate_cached(up)
-    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+    overlay = None
+    if args.upstream is not None:
+        from patcher import upstream
+
+        version = _release(args.transformers)
+        local = upstream.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
+        output = generate_cached(local)
+        overlay = verify.Overlay.from_upstream(local)
+    else:
+        up = upstream_for(args.transformers)
+        if up.version is None:
+            raise UsageError("verify needs a release (its environment); a local file has none")
+        version = up.version
+        output = generate_cached(up)
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)
-        report = verify.verify_output(up.version, out_dir, progress=say)
+        report = verify.verify_output(version, out_dir, progress=say, overlay=overlay)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -265,8 +315,21 @@ def register(command) -> None:
         cmd_verify,
         "verify outputs against upstream (SPEC section 6): one release, or --all pinned releases",
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--transformers", metavar="SPEC", help="the release (see below)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--transformers", metavar="SPEC", help="the release (see below); with --upstream, its environment"
+    )
     which.add_argument("--all", action="store_true", help="every pinned release, with a summary table")
+    p.add_argument(
+        "--upstream",
+        metavar="FILE",
+        help="verify the output of a local modeling_gemma.py against FILE itself, loaded in place of "
+        "release SPEC's own (the environment is not changed)",
+    )
+    p.add_argument(
+        "--config-upstream",
+        metavar="FILE",
+        help="with --upstream: its configuration_gemma.py (default: the one beside --upstream FILE)",
+    )
     p.add_argument("--jobs", type=int, metavar="N", help="with --all: releases verified at once (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")

@@ -14,10 +14,18 @@ one JSON document (written to ``--result`` and printed as the last stdout line):
      "checks": [{"name": "logits", "config": "mqa", "status": "pass",
                  "detail": "max|Δ|=2.4e-07", "seconds": 0.01}, ...]}
 
-``status`` is ``pass``, ``fail``, or ``exception`` (the release's own ``generate()`` raised
-while driving the tuple-cache model: reported with its reason, counted as not passed).
-Every check runs for both configs and in its own ``try``: one failure never hides another.
-The exit code is 0 whenever the script itself ran to the end.
+``status`` is ``pass``, ``fail``, ``exception`` (the release's own ``generate()`` raised
+while driving the tuple-cache model: reported with its reason, counted as not passed) or
+``skipped`` (the check does not apply: upstream lacks the class it compares, and the output
+lacks it too; the detail says so).  Every check runs for both configs and in its own
+``try``: one failure never hides another.  The exit code is 0 whenever the script itself ran
+to the end.
+
+``--upstream FILE [--config-upstream FILE]`` makes a local upstream the reference: FILE is
+loaded as ``transformers.models.gemma.modeling_gemma`` (and the configuration as
+``configuration_gemma``) into ``sys.modules`` before anything imports Gemma, so upstream's
+classes, the auto mappings and the generic heads (``AutoModel.from_config``) all see it.
+Nothing in the environment changes.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ CHECK_NAMES = (
     "generate",
     "strided_slice",
     "sequence_classification",
+    "token_classification",
     "quantize",
     "onnx_prefill",
     "onnx_decode",
@@ -76,6 +85,10 @@ class CheckFailed(Exception):
 
 class GenerateRaised(Exception):
     """The release's own ``generate()`` raised while driving the vacc model."""
+
+
+class CheckSkipped(Exception):
+    """The check does not apply to this upstream; the message says why."""
 
 
 def model_kwargs(num_key_value_heads: int) -> dict:
@@ -420,6 +433,42 @@ def check_sequence_classification(case: Case) -> str:
     return expect_close(got, want)
 
 
+def check_token_classification(case: Case) -> str:
+    """Upstream's and the output's ``GemmaForTokenClassification`` on the same weights give the
+    same logits on right-padded input (compared where the mask is 1), as tuple and as
+    ``return_dict=True``.  Skipped, saying so, when upstream has no token classifier (before
+    4.42); an output lacking the class that upstream has fails."""
+    upstream_cls = getattr(case.upstream_mod, "GemmaForTokenClassification", None)
+    vacc_cls = getattr(case.modeling, "GemmaForTokenClassification", None)
+    if upstream_cls is None and vacc_cls is None:
+        raise CheckSkipped(f"{case.upstream_name} has no GemmaForTokenClassification")
+    if upstream_cls is None:
+        raise CheckFailed("the output has a GemmaForTokenClassification that upstream lacks")
+    if vacc_cls is None:
+        raise CheckFailed("the output lacks upstream's GemmaForTokenClassification")
+    kwargs = dict(case.kwargs, num_labels=3)
+    upstream = randomise(upstream_cls(eager_config(case.upstream_mod.GemmaConfig, **kwargs)), SEED + 3)
+    vacc = vacc_cls(case.vacc_config_cls(**kwargs)).eval()
+    load = vacc.load_state_dict(upstream.state_dict(), strict=False)
+    if load.missing_keys or load.unexpected_keys:
+        raise CheckFailed(f"state_dict: missing {load.missing_keys}; unexpected {load.unexpected_keys}")
+    ids = case.input_ids.clone()
+    ids[1, -PAD_TAIL:] = kwargs["pad_token_id"]
+    mask = case.padded_mask
+    keep = mask.bool()
+    with torch.no_grad():
+        want = upstream(ids, attention_mask=mask).logits
+        as_tuple = vacc(ids, attention_mask=mask, return_dict=False)
+        as_dict = vacc(ids, attention_mask=mask, return_dict=True)
+    if not isinstance(as_tuple, tuple):
+        raise CheckFailed(f"return_dict=False gave {type(as_tuple).__name__}, not a tuple")
+    if not hasattr(as_dict, "logits"):
+        raise CheckFailed(f"return_dict=True gave {type(as_dict).__name__} without .logits")
+    detail = expect_close(as_tuple[0][keep], want[keep])
+    expect_close(as_dict.logits[keep], want[keep], "return_dict=True ")
+    return detail + f" over {int(keep.sum())} unpadded tokens, tuple and return_dict=True"
+
+
 def check_quantize(case: Case) -> str:
     model = copy.deepcopy(case.vacc)
     returned = model.quantize(8)
@@ -674,14 +723,75 @@ def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
         except GenerateRaised as raised:
             traceback.print_exc()
             results.append(_record(check, name, "exception", str(raised), started))
+        except CheckSkipped as skipped:
+            results.append(_record(check, name, "skipped", str(skipped), started))
         except Exception as error:
             traceback.print_exc()
             results.append(_record(check, name, "fail", _error_line(error), started))
     return results
 
 
-def run(output_dir: Path) -> dict:
-    """All checks for both configs; a setup failure fails every check it prevents."""
+GEMMA = "transformers.models.gemma"
+
+
+def install_overlay(modeling: Path, configuration: Path | None):
+    """Make local upstream files transformers' own Gemma modules for this process.
+
+    Each file is loaded under its real module name (so ``from ...modeling_utils import`` and
+    ``from .configuration_gemma import`` resolve inside transformers) and put in
+    ``sys.modules`` before anything imports Gemma: every later import, transformers' lazy
+    modules and the auto mappings included, then finds the overlay.  Returns the modeling
+    module.  Refuses to run when Gemma was imported already (the overlay would not be seen).
+    """
+    package = importlib.import_module(GEMMA)
+    loaded = []
+    for name, path in (("configuration_gemma", configuration), ("modeling_gemma", modeling)):
+        if path is None:
+            continue
+        qualified = f"{GEMMA}.{name}"
+        if qualified in sys.modules:
+            raise RuntimeError(f"{qualified} was imported before the local upstream could replace it")
+        spec = importlib.util.spec_from_file_location(qualified, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[qualified]
+            raise
+        setattr(package, name, module)
+        loaded.append(module)
+    return loaded[-1]
+
+
+def ensure_overlay_seen(upstream_mod, with_configuration: bool) -> None:
+    """The overlay is what transformers itself hands out: the package's lazy attributes, the
+    top-level names and the auto mappings (through which the generic heads build their base
+    model) all give the overlay's classes, and its configuration when there is one."""
+    import transformers
+    from transformers.models.auto import configuration_auto, modeling_auto
+
+    config_cls = upstream_mod.GemmaConfig
+    lm = "GemmaForCausalLM"
+    expected = {
+        f"{GEMMA}.{lm}": (getattr(sys.modules[GEMMA], lm, None), lm),
+        f"transformers.{lm}": (getattr(transformers, lm, None), lm),
+        "AutoModelForCausalLM": (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[config_cls], lm),
+        "AutoModel": (modeling_auto.MODEL_MAPPING[config_cls], "GemmaModel"),
+    }
+    if with_configuration:
+        expected["AutoConfig"] = (configuration_auto.CONFIG_MAPPING["gemma"], "GemmaConfig")
+    wrong = [where for where, (cls, name) in expected.items() if cls is not getattr(upstream_mod, name)]
+    if wrong:
+        raise RuntimeError(f"transformers does not use the local upstream for {', '.join(wrong)}")
+
+
+def run(output_dir: Path, overlay: tuple[Path, Path | None] | None = None) -> dict:
+    """All checks for both configs; a setup failure fails every check it prevents.
+
+    ``overlay`` is ``(modeling, configuration or None)``: local upstream files that take
+    the place of transformers' own Gemma (see :func:`install_overlay`).
+    """
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         workdir = Path(tmp)
@@ -691,12 +801,20 @@ def run(output_dir: Path) -> dict:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        what = "the local upstream" if overlay is not None else "import"
         try:
-            upstream_mod = importlib.import_module("transformers.models.gemma.modeling_gemma")
+            if overlay is not None:
+                upstream_mod = install_overlay(*overlay)
+                ensure_overlay_seen(upstream_mod, overlay[1] is not None)
+                upstream_name = "the local upstream"
+            else:
+                upstream_mod = importlib.import_module(f"{GEMMA}.modeling_gemma")
+                upstream_name = f"transformers {transformers.__version__}'s modeling_gemma.py"
+            what = "import"
             modeling, configuration, _ = import_output(output_dir, workdir)
         except Exception as error:
             traceback.print_exc()
-            detail = f"import failed: {_error_line(error)}"
+            detail = f"{what} failed: {_error_line(error)}"
             return _document(
                 [_record(c, n, "fail", detail, time.monotonic()) for n in CONFIGS for c in CHECK_NAMES]
             )
@@ -705,6 +823,7 @@ def run(output_dir: Path) -> dict:
             try:
                 case = Case(name, kv_heads, upstream_mod, modeling, configuration)
                 case.output_dir = output_dir
+                case.upstream_name = upstream_name
             except Exception as error:
                 traceback.print_exc()
                 detail = f"model setup failed: {_error_line(error)}"
@@ -729,9 +848,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--result", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--upstream", type=Path, help="a local modeling_gemma.py as the reference")
+    parser.add_argument("--config-upstream", type=Path, help="with --upstream: its configuration_gemma.py")
     args = parser.parse_args(argv)
+    if args.config_upstream is not None and args.upstream is None:
+        parser.error("--config-upstream goes with --upstream")
     torch.set_grad_enabled(False)
-    document = run(args.output_dir)
+    overlay = None if args.upstream is None else (args.upstream, args.config_upstream)
+    document = run(args.output_dir, overlay)
     text = json.dumps(document, ensure_ascii=False)
     if args.result:
         args.result.write_text(text + "\n")

@@ -118,6 +118,22 @@ def test_render_table_lists_every_check_per_config_without_colour_codes():
     assert "! exception: generate detail" in text
 
 
+def test_a_skipped_check_is_neither_passed_nor_failed_and_says_why():
+    """token_classification on a release without a token classifier: "not applicable"."""
+    report = full_report(token_classification="skipped")
+    assert report.ok and not report.failed
+    assert [c.name for c in report.skipped] == ["token_classification"] * len(CONFIGS)
+    n = len(CHECK_NAMES) - 1
+    text = render_table(report, width=200)
+    assert f"{2 * n}/{2 * n} checks passed, 2 not applicable" in text
+    assert "– not applicable: token_classification detail" in text
+    assert not full_report(token_classification="skipped", logits="fail").ok
+    only_skipped = VerifyReport("4.40.2", [CheckResult("token_classification", "mqa", "skipped", "none")])
+    assert not only_skipped.ok  # nothing passed: not a pass
+    checks, _ = parse_result(document([entry("token_classification", status="skipped", detail="no class")]))
+    assert checks[0].skipped and not checks[0].passed
+
+
 def test_crashed_report_fails_every_check_with_the_last_error_line():
     stderr = textwrap.dedent(
         """\

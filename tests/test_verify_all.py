@@ -87,6 +87,17 @@ def test_failed_checks_are_named_and_exit_1(fakes, capsys):
     assert "1 failed, 1 drift" in out
 
 
+def test_not_applicable_checks_are_counted_apart(fakes, capsys):
+    fakes["fail"]["4.40.2"] = {"token_classification": "skipped"}
+    fakes["fail"]["5.24.0"] = {"token_classification": "fail"}
+    assert main(["verify", "--all"]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    n = len(CHECK_NAMES) * len(CONFIGS)
+    assert f"passed {n - 2}/{n - 2}, 2 n/a" in rows["4.40.2"]
+    assert f"FAILED {n - 2}/{n} (token_classification: mqa, mha)" in rows["5.24.0"]
+    assert f"passed {n}/{n} " in rows["4.45.0"] + " "
+
+
 def test_drift_is_not_verified_and_exits_3(fakes, capsys):
     fakes["drift"].update(PINNED[-3:])
     assert main(["verify", "--all"]) == 3
