@@ -198,6 +198,7 @@ def _conversion_block(stmts) -> bool:
 _CACHE_BOOKKEEPING = r.known(
     "past_seen_tokens = 0",
     "return_legacy_cache = False",
+    "next_cache = None",
     "if return_legacy_cache:\n    next_cache = next_cache.to_legacy_cache()",
     *_forms(
         """
@@ -236,7 +237,6 @@ _COLLECT_PRESENT = r.known(
     "if use_cache:\n    next_decoder_cache = layer_outputs[2 if output_attentions else 1]",
 )
 _NEXT_CACHE = r.known(
-    "next_cache = None",
     """
     if use_cache:
         next_cache = (
@@ -339,8 +339,9 @@ class ModelForward:
         statements the translations need where upstream had none to translate."""
         assigned = {a for x in body for a in _targets(x)}
         head = 1 if s.docstring_stmt(body) is not None else 0
-        if "output_attentions" not in assigned:
-            body[head:head] = _marked(s.parse_stmts(DEFAULTS), "vacc: argument defaults (upstream: decorators)")
+        defaults = [x for x in s.parse_stmts(DEFAULTS) if not _targets(x) & assigned]
+        if defaults:
+            body[head:head] = _marked(defaults, "vacc: argument defaults (upstream: decorators)")
         if "past-length" not in ledger:
             i = _index(body, lambda x: "past_key_values_length" in r.variables(x))
             body[i:i] = s.parse_stmts(PAST_LENGTH)
@@ -534,5 +535,6 @@ def _marked(stmts: list, comment: str) -> list:
 def _returns_to_tuple(stmt: cst.CSTNode) -> bool:
     """``return output if return_dict else output.to_tuple()`` handles the tuple return itself."""
     return any(
-        isinstance(x, cst.Return) and "to_tuple" in s.calls(x) for x in s.small_statements([stmt])
+        isinstance(x, cst.Return) and any(c.endswith(".to_tuple") for c in s.calls(x))
+        for x in s.small_statements([stmt])
     ) if isinstance(stmt, cst.SimpleStatementLine) else False

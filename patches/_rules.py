@@ -145,11 +145,11 @@ class Accountant:
                 continue
             if rule.action == KEEP and rule.apply is None:
                 new = [stmt]
-            else:
+            else:  # a translation keeps the blank lines and comments of the statement it replaces
                 assert rule.apply is not None, rule.name
-                new = list(rule.apply(stmt))
-            if new and new[0].leading_lines is not stmt.leading_lines:  # a translation keeps its place's
-                new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
+                new = list(rule.apply(stmt.with_changes(leading_lines=())))
+                if new:
+                    new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
             if pending and new:  # comments of dropped statements stand where those statements stood
                 new[0] = new[0].with_changes(leading_lines=[*pending, *new[0].leading_lines])
                 pending = []
@@ -339,17 +339,28 @@ def retarget_args(
     ]
     present = {a.keyword.value for a in kept if a.keyword is not None}
     missing = [name for name in needed if name not in present]
-    if missing and kept:
+    if missing and sum(1 for a in kept if a.keyword is None and not a.star) > 1:
+        raise fail("the call passes positional arguments after the first; no rule knows which they are")
+    if missing and not kept:
+        kept = [
+            cst.Arg(cst.Name(name), keyword=cst.Name(name), equal=cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+            ), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            for name in missing
+        ]  # fmt: skip
+        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    elif missing:
         last_comma = kept[-1].comma
         between = kept[-2].comma if len(kept) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-        kept[-1] = kept[-1].with_changes(comma=between)
+        closing = kept[-1].whitespace_after_arg  # the layout before `)` moves to the new last argument
+        kept[-1] = kept[-1].with_changes(comma=between, whitespace_after_arg=cst.SimpleWhitespace(""))
         extra = [
             cst.Arg(cst.Name(name), keyword=cst.Name(name), equal=cst.AssignEqual(
                 whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
             ), comma=between)
             for name in missing
         ]  # fmt: skip
-        extra[-1] = extra[-1].with_changes(comma=last_comma)
+        extra[-1] = extra[-1].with_changes(comma=last_comma, whitespace_after_arg=closing)
         kept += extra
     return call.with_changes(args=kept)
 

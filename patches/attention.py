@@ -409,6 +409,7 @@ class _Inline:
         unit = EAGER_FUNCTION
         assign = stmt.body[0]
         eager = self.eager
+        self.site = stmt
         binding = self._bind(assign.value, eager)
         stmts = s.fn_body(eager)
         if s.docstring_stmt(stmts) is not None:
@@ -416,8 +417,9 @@ class _Inline:
         if not stmts or not m.matches(stmts[-1], m.SimpleStatementLine(body=[m.Return()])):
             raise self.codemod.drift(unit, f"{EAGER_FUNCTION} does not end in one `return`", node=eager)
         returned = stmts[-1].body[0].value
-        if any(isinstance(x, cst.Return) for x in s.small_statements(stmts[:-1])):
+        if any(m.findall(x, m.Return()) for x in stmts[:-1]):
             raise self.codemod.drift(unit, f"{EAGER_FUNCTION} returns early", node=eager)
+        self._no_stale_parameters(stmts[:-1], binding, eager)
         plumbing = self.account.plumbing
         self.account.plumbing = frozenset({"kwargs", "module_kwargs"})
         self.account.unit = unit
@@ -427,12 +429,29 @@ class _Inline:
             self.account.plumbing, self.account.unit = plumbing, "GemmaAttention.forward"
         body = [_substitute(x, binding) for x in body]
         self.locals = {n for x in stmts[:-1] for n in _assigned(x)} - set(binding)
-        self.site = stmt
         self.targets = {n for n in _assigned(stmt)}
         result = _substitute(returned, binding)
         if not s.same_code(result, assign.targets[0].target):
             body.append(cst.SimpleStatementLine([assign.with_changes(value=result)]))
         return body
+
+    def _no_stale_parameters(self, stmts: list, binding: dict[str, cst.BaseExpression], eager) -> None:
+        """Inlining binds a parameter to the forward's variable (``key`` -> ``key_states``); once
+        the eager function assigns that variable itself (``key_states = repeat_kv(key, ...)``), a
+        later read of the parameter would see the new value instead of the argument: drift."""
+        for param, value in binding.items():
+            if not isinstance(value, cst.Name) or value.value == param:
+                continue
+            rebound = next((i for i, x in enumerate(stmts) if value.value in _assigned(x)), None)
+            if rebound is None:
+                continue
+            if any(param in r.variables(x) for x in stmts[rebound + 1 :]):
+                raise self.codemod.drift(
+                    EAGER_FUNCTION,
+                    f"reads `{param}` after assigning `{value.value}`, the forward's variable passed as "
+                    f"`{param}`: inlined, it would read the new value",
+                    node=eager,
+                )
 
     def _bind(self, call: cst.Call, eager: cst.FunctionDef) -> dict[str, cst.BaseExpression]:
         """Eager parameter -> the expression the call passes (or the parameter's default)."""
@@ -472,7 +491,8 @@ class _Inline:
         forward (they would now see the eager function's values)."""
         if self.site is None:
             return
-        after = forward_stmts[forward_stmts.index(self.site) + 1 :] if self.site in forward_stmts else []
+        site = next(i for i, x in enumerate(forward_stmts) if self.match(x))
+        after = forward_stmts[site + 1 :]
         used = set().union(set(), *(s.scan(x).names for x in after))
         clash = sorted((self.locals - self.targets) & used)
         if clash:

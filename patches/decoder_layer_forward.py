@@ -156,7 +156,7 @@ class DecoderLayerForward(VaccCodemod):
                    lambda _: s.parse_stmts(TUPLE_OUTPUTS)),
             r.Rule("present-output", r.TRANSLATE, "present appended to the outputs when caching",
                    r.known("return outputs"),
-                   lambda x: [x] if appended else [*s.parse_stmts(_PRESENT_APPENDED_SOURCE), x]),
+                   lambda x: [x] if appended else [*s.parse_stmts(_PRESENT_APPENDED_SOURCE), s.blank_lines(x, 1)]),
         ]  # fmt: skip
         account = r.Accountant(self, UNIT, rules, PLUMBING)
         body = account.block(stmts)

@@ -905,11 +905,6 @@ def test_interface_call_with_too_many_arguments_is_drift() -> None:
     assert_drift(Attention, source, "eager_attention_forward")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: _Inline._bind passes node=self.site, but apply() sets self.site only after binding, so "  # noqa: E501
-    "the drift for too many (or starred) arguments points at no statement",
-)
 def test_interface_call_with_too_many_arguments_names_the_call() -> None:
     source = EAGER_UPSTREAM.replace(
         "            attention_mask,\n",
@@ -920,12 +915,6 @@ def test_interface_call_with_too_many_arguments_names_the_call() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: the early-return check of the eager function sees only its top-level statements "
-    "(s.small_statements does not enter blocks), so `if ...: return ...` is inlined and returns a pair from the "  # noqa: E501
-    "forward itself, skipping o_proj and the present",
-)
 def test_eager_function_returning_early_inside_a_block_is_drift() -> None:
     source = _insert_after(
         EAGER_UPSTREAM,
@@ -935,12 +924,6 @@ def test_eager_function_returning_early_inside_a_block_is_drift() -> None:
     assert_drift(Attention, source, "eager_attention_forward")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: inlining binds `key` to the forward's `key_states`, which the eager function's first "  # noqa: E501
-    "statement rebinds to the repeated keys, so a later read of `key` silently sees repeat_kv(key) (its shape[1] "  # noqa: E501
-    "is num_heads, not num_key_value_heads); it should drift (or bind to a fresh name)",
-)
 def test_inlining_does_not_capture_a_parameter_the_eager_function_reassigns() -> None:
     source = EAGER_UPSTREAM.replace(
         "    attn_output = attn_output.transpose(1, 2).contiguous()\n",

@@ -1607,11 +1607,6 @@ NEXT_CACHE_445 = """\
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: 4.38-4.40's `next_cache = None` and `if use_cache: next_cache = ...` both match the "  # noqa: E501
-    "next-cache rule, so the output has `next_cache = next_decoder_cache if use_cache else None` twice",
-)
 def test_next_cache_pair_of_438_becomes_one_statement() -> None:
     before = UPSTREAM.replace(NEXT_CACHE_445, NEXT_CACHE_438)
     assert before != UPSTREAM
@@ -1631,12 +1626,6 @@ TUPLE_RETURN_AND_OUTPUT = """\
 """  # noqa: E501
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: decorated-io's _returns_to_tuple tests `'to_tuple' in s.calls(x)`, but calls are dotted "  # noqa: E501
-    "(`output.to_tuple`), so 4.48-4.50's `return output if return_dict else output.to_tuple()` still gets an "
-    "`if not return_dict: return tuple(...)` in front of it (dead code)",
-)
 def test_an_output_returning_to_tuple_itself_gets_no_tuple_return() -> None:
     before = POSITION_EMBEDDINGS_UPSTREAM.replace(
         "        next_cache = next_decoder_cache if use_cache else None\n" + TUPLE_RETURN_AND_OUTPUT,
@@ -1654,13 +1643,6 @@ def test_an_output_returning_to_tuple_itself_gets_no_tuple_return() -> None:
     assert "return tuple(v for v in" not in code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: with @can_return_tuple and no return_dict parameter (4.51-4.53), the rewritten forward "  # noqa: E501
-    "gets return_dict=None and `if not return_dict: return tuple(...)` but no default from the config (DEFAULTS "  # noqa: E501
-    "is only added when output_attentions is not assigned): GemmaModel returns a tuple by default and 4.51's "
-    "GemmaForCausalLM, reading outputs.last_hidden_state, raises AttributeError",
-)
 def test_a_forward_without_return_dict_defaults_it_from_the_config() -> None:
     before = (
         POSITION_EMBEDDINGS_UPSTREAM.replace("        return_dict: Optional[bool] = None,\n", "")
@@ -1685,12 +1667,6 @@ def test_a_forward_without_return_dict_defaults_it_from_the_config() -> None:
     assert "return_dict = return_dict if return_dict is not None else self.config." in model
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: the all-logits translation rebuilds the statement with a transformer (x.visit), which "  # noqa: E501
-    "gives it a new leading_lines tuple, and Accountant.block prepends upstream's comment again (4.45-4.48.3: "  # noqa: E501
-    "`# Only compute necessary logits ...` doubled)",
-)
 def test_a_comment_over_the_narrowed_logits_is_kept_once() -> None:
     comment = "        # Only compute necessary logits\n"
     head = CAUSAL_LM_445.replace("        logits = self.lm_head(", comment + "        logits = self.lm_head(")

@@ -230,15 +230,6 @@ class _BToC(cst.CSTTransformer):
         return updated.with_changes(value="c") if updated.value == "b" else updated
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: a translation that rebuilds the statement with a transformer (`x.visit(...)`) "
-    "gets a "
-    "new leading_lines tuple, and Accountant.block's identity test prepends upstream's comment a second time "
-    "(seen in mask-generation's all-logits rule on 4.45-4.48.3: the `# Only compute necessary logits` "
-    "comment "
-    "doubled)",
-)
 def test_a_translation_visited_by_a_transformer_keeps_its_leading_lines_once() -> None:
     visited = r.Rule("visited", r.TRANSLATE, "", r.known("a = f(b)"), lambda x: [x.visit(_BToC())])
     out = account(visited).block(stmts("# upstream's comment\na = f(b)\n"))
@@ -638,32 +629,15 @@ def test_retarget_args_does_not_repeat_a_needed_argument_already_passed() -> Non
     assert retarget("attn(h, use_cache=False)", needed=("use_cache",)) == "attn(h, use_cache=False)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug (cosmetic): a multi-line call without a trailing comma gets the added arguments "
-    "after "
-    "the newline that stood before `)` (`mask=m,\\n    \\nuse_cache=use_cache)`)",
-)
 def test_retarget_args_needed_after_a_multiline_call_without_trailing_comma() -> None:
     after = retarget("attn(\n    h,\n    mask=m\n)", needed=("use_cache",))
     assert after == "attn(\n    h,\n    mask=m,\n    use_cache=use_cache\n)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: with every argument dropped (`f(**kwargs)`), retarget_args adds none of `needed` "
-    "(`if missing and kept:`)",
-)
 def test_retarget_args_adds_needed_arguments_to_an_emptied_call() -> None:
     assert retarget("attn(**kwargs)", needed=("use_cache",)) == "attn(use_cache=use_cache)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: an argument passed positionally does not count as present, so `needed` adds it "
-    "again "
-    "as a keyword (`layer(h, m, mask=mask)`: TypeError, multiple values); it should drift or count it",
-)
 def test_retarget_args_does_not_pass_a_positional_argument_twice() -> None:
     try:
         out = retarget("layer(h, m)", needed=("mask",))
