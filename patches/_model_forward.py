@@ -161,7 +161,8 @@ def _is_cache_conversion(stmt: cst.BaseStatement) -> bool:
     if not r.variables(stmt.test) & {*CACHE_NAMES, "use_cache"}:
         return False
     return _conversion_block(stmt.body.body) and (
-        stmt.orelse is None or (isinstance(stmt.orelse, cst.Else) and _conversion_block(stmt.orelse.body.body))
+        stmt.orelse is None
+        or (isinstance(stmt.orelse, cst.Else) and _conversion_block(stmt.orelse.body.body))
     )
 
 
@@ -179,17 +180,23 @@ def _conversion_block(stmts) -> bool:
             return False
         for small in stmt.body:
             hit = s.assignment(small)
-            if hit and hit[0] == "return_legacy_cache" and m.matches(hit[1], m.Name("True") | m.Name("False")):
+            if (
+                hit
+                and hit[0] == "return_legacy_cache"
+                and m.matches(hit[1], m.Name("True") | m.Name("False"))
+            ):
                 continue
             if hit and hit[0] in CACHE_NAMES and _CACHE_VALUES(cst.SimpleStatementLine([cst.Expr(hit[1])])):
                 continue
-            if hit and hit[0] == "past_seen_tokens" and r.known(*_forms("{c}.get_seq_length()"))(
-                cst.SimpleStatementLine([cst.Expr(hit[1])])
+            if (
+                hit
+                and hit[0] == "past_seen_tokens"
+                and r.known(*_forms("{c}.get_seq_length()"))(cst.SimpleStatementLine([cst.Expr(hit[1])]))
             ):
                 continue
-            if m.matches(small, m.Expr(m.Call(func=m.Attribute(m.Name("logger"), m.Name("warning_once"))))) and all(
-                isinstance(a.value, cst.BaseString) for a in small.value.args
-            ):
+            if m.matches(
+                small, m.Expr(m.Call(func=m.Attribute(m.Name("logger"), m.Name("warning_once"))))
+            ) and all(isinstance(a.value, cst.BaseString) for a in small.value.args):
                 continue
             return False
     return True
@@ -268,7 +275,9 @@ def _assigns_call(stmt: cst.CSTNode, names: set[str]) -> cst.Call | None:
 class ModelForward:
     """Accounts for upstream's ``GemmaModel.forward`` (see the module docstring)."""
 
-    def __init__(self, codemod, forward: cst.FunctionDef, module: cst.Module, layers_checkpoint_themselves: bool):
+    def __init__(
+        self, codemod, forward: cst.FunctionDef, module: cst.Module, layers_checkpoint_themselves: bool
+    ):
         self.codemod, self.forward, self.module = codemod, forward, module
         self.self_checkpointing = layers_checkpoint_themselves
         self.account = r.Accountant(codemod, UNIT, [], PLUMBING)
@@ -347,7 +356,9 @@ class ModelForward:
             body[i:i] = s.parse_stmts(PAST_LENGTH)
         loop = _index(body, lambda x: m.matches(x, m.For()))
         if loop is None:
-            raise self.codemod.drift(UNIT, "the layer loop is not a statement of the forward itself", node=self.forward)
+            raise self.codemod.drift(
+                UNIT, "the layer loop is not a statement of the forward itself", node=self.forward
+            )
         before: list = []
         if "all_hidden_states" not in assigned:
             before += s.parse_stmts(COLLECTORS)
@@ -398,7 +409,9 @@ class ModelForward:
         body = [*s.parse_stmts(LAYER_PAST), *body]
         body[0] = body[0].with_changes(leading_lines=[])
         new_iter = cst.Call(func=cst.Name("enumerate"), args=[cst.Arg(loop.iter)])
-        target = cst.Tuple([cst.Element(cst.Name("idx")), cst.Element(cst.Name("decoder_layer"))], lpar=[], rpar=[])
+        target = cst.Tuple(
+            [cst.Element(cst.Name("idx")), cst.Element(cst.Name("decoder_layer"))], lpar=[], rpar=[]
+        )
         return [loop.with_changes(target=target, iter=new_iter, body=loop.body.with_changes(body=body))]
 
     def _is_layer_call(self, stmt: cst.BaseStatement) -> bool:
@@ -431,7 +444,9 @@ class ModelForward:
     def _is_checkpointing_branch(self, stmt: cst.BaseStatement) -> bool:
         return (
             isinstance(stmt, cst.If)
-            and r.known("self.gradient_checkpointing and self.training")(cst.SimpleStatementLine([cst.Expr(stmt.test)]))
+            and r.known("self.gradient_checkpointing and self.training")(
+                cst.SimpleStatementLine([cst.Expr(stmt.test)])
+            )
             and isinstance(stmt.orelse, cst.Else)
         )
 
@@ -439,8 +454,14 @@ class ModelForward:
         """``if checkpointing: layer_outputs = self._gradient_checkpointing_func(decoder_layer.__call__,
         ...)`` ``else: layer_outputs = decoder_layer(...)``: both calls pass the tuple cache."""
         then, other = list(stmt.body.body), list(stmt.orelse.body.body)
-        if len(then) != 1 or len(other) != 1 or _assigns_call(then[0], {"self._gradient_checkpointing_func"}) is None:
-            raise self.codemod.drift(UNIT, "unknown gradient checkpointing branch in the layer loop", node=stmt)
+        if (
+            len(then) != 1
+            or len(other) != 1
+            or _assigns_call(then[0], {"self._gradient_checkpointing_func"}) is None
+        ):
+            raise self.codemod.drift(
+                UNIT, "unknown gradient checkpointing branch in the layer loop", node=stmt
+            )
         if not self._is_layer_call(other[0]):
             raise self.codemod.drift(UNIT, "the checkpointing branch's else calls no layer", node=stmt)
         direct = self._layer_call(other[0])
@@ -491,13 +512,19 @@ class ModelForward:
         self.cache_field = cache[0]
         if not _CACHE_FIELD_VALUES(cst.SimpleStatementLine([cst.Expr(fields[cache[0]].value)])):
             raise self.codemod.drift(
-                UNIT, f"the output's {cache[0]}= is `{s.render(fields[cache[0]].value)}`, which no rule knows", node=stmt
+                UNIT,
+                f"the output's {cache[0]}= is `{s.render(fields[cache[0]].value)}`, which no rule knows",
+                node=stmt,
             )
-        args = [a.with_changes(value=cst.Name("next_cache")) if a is fields[cache[0]] else a for a in call.args]
+        args = [
+            a.with_changes(value=cst.Name("next_cache")) if a is fields[cache[0]] else a for a in call.args
+        ]
         extra = [("hidden_states", "all_hidden_states"), ("attentions", "all_self_attns")]
         missing = [(k, v) for k, v in extra if k not in fields]
         if missing:
-            between = args[-2].comma if len(args) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            between = (
+                args[-2].comma if len(args) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            )
             last = args[-1].comma
             args[-1] = args[-1].with_changes(comma=between)
             for k, v in missing:
@@ -534,7 +561,11 @@ def _marked(stmts: list, comment: str) -> list:
 
 def _returns_to_tuple(stmt: cst.CSTNode) -> bool:
     """``return output if return_dict else output.to_tuple()`` handles the tuple return itself."""
-    return any(
-        isinstance(x, cst.Return) and any(c.endswith(".to_tuple") for c in s.calls(x))
-        for x in s.small_statements([stmt])
-    ) if isinstance(stmt, cst.SimpleStatementLine) else False
+    return (
+        any(
+            isinstance(x, cst.Return) and any(c.endswith(".to_tuple") for c in s.calls(x))
+            for x in s.small_statements([stmt])
+        )
+        if isinstance(stmt, cst.SimpleStatementLine)
+        else False
+    )

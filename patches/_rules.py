@@ -327,10 +327,14 @@ def retarget_args(
         elif arg.star:
             raise fail("the call passes `*args`, which no rule knows")
         elif keyword in dropped and not m.matches(arg.value, m.Name(keyword)):
-            raise fail(f"the call passes `{keyword}={s.render(arg.value)}`; only `{keyword}={keyword}` can be dropped")
+            raise fail(
+                f"the call passes `{keyword}={s.render(arg.value)}`; only `{keyword}={keyword}` can be dropped"
+            )
         elif keyword in renamed and not (isinstance(arg.value, cst.Name) and arg.value.value in renamed):
             raise fail(f"the call passes `{keyword}={s.render(arg.value)}`, which no rule knows")
-    kept = s.drop_items(args, lambda a: a.star == "**" or (a.keyword is not None and a.keyword.value in dropped))
+    kept = s.drop_items(
+        args, lambda a: a.star == "**" or (a.keyword is not None and a.keyword.value in dropped)
+    )
     kept = [
         a.with_changes(keyword=cst.Name(renamed[a.keyword.value]), value=cst.Name(renamed[a.keyword.value]))
         if a.keyword is not None and a.keyword.value in renamed

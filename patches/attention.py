@@ -300,7 +300,9 @@ class Attention(VaccCodemod):
                     node=forward,
                 )
         if counts.count("present") + counts.count("present-return") != 1:
-            raise self.drift(unit, "no single `return attn_output, attn_weights[, past_key_value]`", node=forward)
+            raise self.drift(
+                unit, "no single `return attn_output, attn_weights[, past_key_value]`", node=forward
+            )
         inline.check_capture(s.fn_body(forward))
         new = forward.with_changes(
             params=SIGNATURE.params, returns=None, decorators=[], lines_after_decorators=()
@@ -401,7 +403,9 @@ class _Inline:
             return False
         if self.eager is None:
             raise self.codemod.drift(
-                "GemmaAttention.forward", f"calls an attention interface but there is no {EAGER_FUNCTION}", node=stmt
+                "GemmaAttention.forward",
+                f"calls an attention interface but there is no {EAGER_FUNCTION}",
+                node=stmt,
             )
         return True
 
@@ -460,7 +464,9 @@ class _Inline:
         binding: dict[str, cst.BaseExpression] = {}
         positional = [a for a in call.args if a.keyword is None and not a.star]
         if len(positional) > len(params):
-            raise self.codemod.drift(EAGER_FUNCTION, "the interface call passes too many arguments", node=self.site)
+            raise self.codemod.drift(
+                EAGER_FUNCTION, "the interface call passes too many arguments", node=self.site
+            )
         for param, arg in zip(params, positional, strict=False):
             binding[param.name.value] = arg.value
         names = {x.name.value for x in (*params, *p.kwonly_params)}
@@ -568,7 +574,9 @@ class _Substitute(cst.CSTTransformer):
         new = self.binding.get(updated.value)
         if new is None:
             return updated
-        if isinstance(new, cst.Name | cst.Attribute | cst.Call | cst.Subscript | cst.BaseNumber | cst.BaseString):
+        if isinstance(
+            new, cst.Name | cst.Attribute | cst.Call | cst.Subscript | cst.BaseNumber | cst.BaseString
+        ):
             return new
         return new.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 

@@ -165,11 +165,15 @@ class DecoderLayerForward(VaccCodemod):
             raise self.drift(UNIT, "no single `... = self.self_attn(...)` call", node=forward)
         if names.count("tuple-outputs") + names.count("present-output") != 1:
             raise self.drift(UNIT, "no single `return hidden_states` or `return outputs`", node=forward)
-        new = forward.with_changes(params=SIGNATURE.params, returns=None, decorators=[], lines_after_decorators=())
+        new = forward.with_changes(
+            params=SIGNATURE.params, returns=None, decorators=[], lines_after_decorators=()
+        )
         new = s.with_fn_body(new, body)
         left = r.unresolved(new, r.module_names(module))
         if left:
-            raise self.drift(UNIT, f"the rewritten forward uses {', '.join(left)}, which nothing defines", node=forward)
+            raise self.drift(
+                UNIT, f"the rewritten forward uses {', '.join(left)}, which nothing defines", node=forward
+            )
         if s.same_code(new, forward) and new.decorators == forward.decorators:
             return module
         new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
@@ -204,7 +208,11 @@ class DecoderLayerForward(VaccCodemod):
         new_target = target.with_changes(elements=new_elements)
         return [
             stmt.with_changes(
-                body=[assign.with_changes(targets=[assign.targets[0].with_changes(target=new_target)], value=call)]
+                body=[
+                    assign.with_changes(
+                        targets=[assign.targets[0].with_changes(target=new_target)], value=call
+                    )
+                ]
             )
         ]
 

@@ -286,7 +286,9 @@ class MaskGeneration(VaccCodemod):
         "GemmaForSequenceClassification.get_input_embeddings",
         "GemmaForSequenceClassification.set_input_embeddings",
     )
-    DROPS = {"GemmaModel._update_causal_mask": "mask-builder: the vacc mask comes from _prepare_decoder_attention_mask"}
+    DROPS = {
+        "GemmaModel._update_causal_mask": "mask-builder: the vacc mask comes from _prepare_decoder_attention_mask"
+    }
     SHAPES = {
         "dynamic-cache": "GemmaModel.forward(..., cache_position) with DynamicCache and _update_causal_mask",
         "position-embeddings": "as dynamic-cache, with rotary tables computed by GemmaModel for its layers",
@@ -414,7 +416,9 @@ class MaskGeneration(VaccCodemod):
         new = s.with_fn_body(new, account.block(s.fn_body(new)))
         left = r.unresolved(new, r.module_names(module))
         if left:
-            raise self.drift(unit, f"the rewritten forward uses {', '.join(left)}, which nothing defines", anchor=head)
+            raise self.drift(
+                unit, f"the rewritten forward uses {', '.join(left)}, which nothing defines", anchor=head
+            )
         return s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
 
     def _generic_head(self, head: str, cls: cst.ClassDef, module: cst.Module) -> cst.ClassDef:
@@ -459,7 +463,9 @@ def _assigned_call(stmt: cst.CSTNode, func: str) -> cst.Call | None:
     return value if isinstance(value, cst.Call) and s.dotted(value.func) == func else None
 
 
-def _retarget_model_call(codemod: VaccCodemod, unit: str, stmt: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+def _retarget_model_call(
+    codemod: VaccCodemod, unit: str, stmt: cst.SimpleStatementLine
+) -> cst.SimpleStatementLine:
     """The head's ``self.model(...)`` call without ``cache_position``, passing the cache as
     ``past_key_values`` (the 5.24 keyword ``cache=`` included)."""
     call = _assigned_call(stmt, "self.model")

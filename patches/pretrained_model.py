@@ -53,7 +53,9 @@ class PretrainedModel(VaccCodemod):
         "GemmaPreTrainedModel declares no FlashAttention/SDPA/flex/cache-class/static-cache/compile support."
     )
     TARGETS = ("GemmaPreTrainedModel", *(f"GemmaPreTrainedModel.{n}" for n in (*BACKEND_FLAGS, *HOOKS)))
-    DROPS = {f"GemmaPreTrainedModel.{n}": "static-cache-hooks: the vacc model has no static cache" for n in HOOKS}
+    DROPS = {
+        f"GemmaPreTrainedModel.{n}": "static-cache-hooks: the vacc model has no static cache" for n in HOOKS
+    }
     SHAPES = {
         "backend-flags": "`_supports_*` flags set to True and/or _setup_cache/_reset_cache hooks",
         "no-backends": "every known flag False, no static-cache hooks (this codemod's output)",

@@ -57,6 +57,7 @@ TABLE_FORWARD = s.parse_def(
     """
 )
 
+
 class RotaryEmbedding(VaccCodemod):
     """Table-form ``GemmaRotaryEmbedding.forward`` and gathering ``apply_rotary_pos_emb``."""
 
@@ -142,14 +143,38 @@ class RotaryEmbedding(VaccCodemod):
         ]  # fmt: skip
         account = r.Accountant(self, unit, rules, frozenset({"position_ids"}))
         body = account.block(s.fn_body(fn))
-        ledger = [name for name, _a, _l in account.ledger]
-        if ledger.count("gather-tables") + ledger.count("gathered-tables") != 2:
+        handled = [line.split("=")[0].strip() for name, _a, line in account.ledger if "gather" in name]
+        if sorted(handled) != ["cos", "sin"]:
             raise self.drift(
                 unit, "apply_rotary_pos_emb does not unsqueeze `cos` and `sin` once each", node=fn,
                 nearest=f"apply_rotary_pos_emb({', '.join(params)})",
             )  # fmt: skip
+        ledger = [name for name, _a, _l in account.ledger]
         self.met("gathered" if "gathered-tables" in ledger else "unsqueeze")
-        new = s.with_fn_body(fn.with_changes(params=_position_ids_required(fn.params), decorators=[]), body)
+        p = fn.params
+        where = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+        if (
+            "position_ids" in where
+            and where.index("position_ids") != 4
+            or "position_ids" in [x.name.value for x in (*p.posonly_params, *p.kwonly_params)]
+        ):
+            raise self.drift(unit, "position_ids is not the fifth positional parameter", node=fn)
+        dropped = [
+            cst.EmptyLine(
+                comment=cst.Comment(f"# vacc: dropped (hub-kernel): @{s.render(d.decorator).strip()}")
+            )
+            for d in fn.decorators
+        ]
+        new = fn.with_changes(
+            params=_position_ids_required(fn.params),
+            decorators=[],
+            leading_lines=[
+                *fn.leading_lines,
+                *(line for d in fn.decorators for line in d.leading_lines),
+                *dropped,
+            ],
+        )
+        new = s.with_fn_body(new, body)
         if s.same_code(new, fn) and not fn.decorators:
             return fn
         return new
@@ -168,7 +193,9 @@ def _gathered(stmt: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
     name = stmt.body[0].targets[0].target.value
     new = s.parse_stmts(f"{name} = {name}[position_ids].unsqueeze(unsqueeze_dim)")[0]
     if name == "cos":
-        comment = cst.EmptyLine(comment=cst.Comment("# vacc: cos/sin are [seq_len, head_dim] tables, gathered at position_ids"))
+        comment = cst.EmptyLine(
+            comment=cst.Comment("# vacc: cos/sin are [seq_len, head_dim] tables, gathered at position_ids")
+        )
         new = new.with_changes(leading_lines=[comment])
     return [new]
 
