@@ -282,8 +282,8 @@ class ModelForward:
         self.self_checkpointing = layers_checkpoint_themselves
         self.account = r.Accountant(codemod, UNIT, [], PLUMBING)
         self.account.rules = [
-            r.Rule("past-length", r.TRANSLATE, "the past length is read from the tuple cache", _is_cache_conversion,
-                   lambda _: s.parse_stmts(PAST_LENGTH)),
+            r.Rule("past-length", r.TRANSLATE, "the past length is read from the tuple cache (once)",
+                   _is_cache_conversion, self._past_length),
             r.Rule("cache-bookkeeping", r.DROP, "the vacc model has no Cache objects or cache positions",
                    _CACHE_BOOKKEEPING),
             r.Rule("default-positions", r.TRANSLATE, "default positions continue from the past length",
@@ -323,7 +323,10 @@ class ModelForward:
                 raise self.codemod.drift(UNIT, f"unknown decorator @{name}", node=decorator)
         stmts = s.fn_body(forward)
         body = self.account.block(stmts)
+        r.check_upstream_names(self.codemod, UNIT, forward, self.module)
         ledger = [name for name, _a, _l in self.account.ledger]
+        if "past-length" not in ledger:
+            raise self.codemod.drift(UNIT, "no conversion of the cache to a Cache object (rule past-length)", node=forward)
         for rule in ("explicit-mask", "layer-loop", "model-output"):
             if ledger.count(rule) != 1:
                 raise self.codemod.drift(
@@ -351,9 +354,6 @@ class ModelForward:
         defaults = [x for x in s.parse_stmts(DEFAULTS) if not _targets(x) & assigned]
         if defaults:
             body[head:head] = _marked(defaults, "vacc: argument defaults (upstream: decorators)")
-        if "past-length" not in ledger:
-            i = _index(body, lambda x: "past_key_values_length" in r.variables(x))
-            body[i:i] = s.parse_stmts(PAST_LENGTH)
         loop = _index(body, lambda x: m.matches(x, m.For()))
         if loop is None:
             raise self.codemod.drift(
@@ -382,6 +382,11 @@ class ModelForward:
         if not any(r.known(TUPLE_RETURN)(x) for x in body) and not handled:
             body[output:output] = s.parse_stmts(TUPLE_RETURN)
         return body
+
+    def _past_length(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
+        """The first conversion becomes the past length; a repeated one (4.42–4.44) nothing."""
+        done = any(name == "past-length" for name, _a, _l in self.account.ledger[:-1])
+        return [] if done else s.parse_stmts(PAST_LENGTH)
 
     # -- the mask --------------------------------------------------------------------------------
     def _is_mask(self, stmt: cst.BaseStatement) -> bool:

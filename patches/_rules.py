@@ -60,7 +60,22 @@ def known(*sources: str) -> Callable[[cst.BaseStatement], bool]:
     """A matcher for statements that are, as Python, one of ``sources`` (formatting,
     quotes and comments aside): the strict recognition translate and drop rules use."""
     wanted = {_dump(textwrap.dedent(src).strip()) for src in sources}
-    return lambda stmt: _dump(textwrap.dedent(s.render(stmt)).strip()) in wanted
+    return lambda stmt: _dump_of(stmt) in wanted
+
+
+#: id(node) -> (node, dump): every rule asks about the same statements, render each once.
+_DUMPS: dict[int, tuple[cst.CSTNode, str]] = {}
+
+
+def _dump_of(node: cst.CSTNode) -> str:
+    hit = _DUMPS.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    if len(_DUMPS) > 4096:
+        _DUMPS.clear()
+    dump = _dump(textwrap.dedent(s.render(node)).strip())
+    _DUMPS[id(node)] = (node, dump)
+    return dump
 
 
 def _dump(source: str) -> str:
@@ -148,8 +163,10 @@ class Accountant:
             else:  # a translation keeps the blank lines and comments of the statement it replaces
                 assert rule.apply is not None, rule.name
                 new = list(rule.apply(stmt.with_changes(leading_lines=())))
-                if new:
-                    new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
+                if not new:  # translated into nothing (already done above): it stands as a drop
+                    pending += [*stmt.leading_lines, _comment(f"vacc: done above ({rule.name}): {first_line(stmt)}")]
+                    continue
+                new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
             if pending and new:  # comments of dropped statements stand where those statements stood
                 new[0] = new[0].with_changes(leading_lines=[*pending, *new[0].leading_lines])
                 pending = []
@@ -237,33 +254,94 @@ def check_params(
 
 # -- names -----------------------------------------------------------------------------------------
 def module_names(module: cst.Module) -> set[str]:
-    """Names bound at module level (definitions, assignments, imports, also inside top-level
-    ``if``/``try`` blocks)."""
-    tree = ast.parse(module.code)
+    """Names bound at module level: definitions, assignments and imports, also inside top-level
+    ``if``/``try`` blocks.  A walk over statements only (no rendering): it runs for every
+    rewritten unit."""
     out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    for node in tree.body:
-        out |= _bound(node)
+    _bind_block(module.body, out)
     return out
 
 
-def _bound(node: ast.AST) -> set[str]:
-    out: set[str] = set()
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return {node.name}
-    if isinstance(node, ast.If | ast.Try):
-        for child in [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]:
-            out |= _bound(child)
-        for handler in getattr(node, "handlers", []):
-            for child in handler.body:
-                out |= _bound(child)
-        return out
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-            out.add(sub.id)
-    return out
+def _bind_block(stmts: Sequence[cst.CSTNode], out: set[str]) -> None:
+    for stmt in stmts:
+        if isinstance(stmt, cst.ClassDef | cst.FunctionDef):
+            out.add(stmt.name.value)
+        elif isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                _bind_small(small, out)
+        elif isinstance(stmt, cst.If | cst.Try | cst.Else | cst.Finally | cst.ExceptHandler):
+            _bind_block(stmt.body.body if isinstance(stmt.body, cst.IndentedBlock) else [stmt.body], out)
+            for attr in ("orelse", "finalbody"):
+                part = getattr(stmt, attr, None)
+                if part is not None:
+                    _bind_block([part], out)
+            for handler in getattr(stmt, "handlers", ()):
+                _bind_block([handler], out)
+        elif isinstance(stmt, cst.SimpleStatementSuite):
+            for small in stmt.body:
+                _bind_small(small, out)
+
+
+def _bind_small(small: cst.CSTNode, out: set[str]) -> None:
+    if isinstance(small, cst.Import | cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+        for alias in small.names:
+            name = alias.asname.name if alias.asname else alias.name
+            out.add((s.dotted(name) or "").split(".")[0])
+    elif isinstance(small, cst.Assign):
+        for target in small.targets:
+            out |= {n.value for n in _target_names(target.target)}
+    elif isinstance(small, cst.AnnAssign | cst.AugAssign):
+        out |= {n.value for n in _target_names(small.target)}
+
+
+def _target_names(target: cst.CSTNode) -> list[cst.Name]:
+    if isinstance(target, cst.Name):
+        return [target]
+    if isinstance(target, cst.Tuple | cst.List):
+        return [n for e in target.elements for n in _target_names(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return []
+
+
+def check_upstream_names(codemod: object, unit: str, fn: cst.FunctionDef, module: cst.Module) -> None:
+    """Upstream's own unit must not read a local value that nothing defines: if it does, the
+    statement defining it has gone (and a rule that drops or translates its users would hide
+    that).  Only names read as plain values count — not called, not an attribute's base, not
+    in annotations or decorators — so that an incomplete module (a test snippet) missing a
+    helper or an import is not taken for a broken unit."""
+    values = _ValueNames()
+    for stmt in fn.body.body:  # type: ignore[union-attr]
+        stmt.visit(values)
+    local_looking = {n for n in values.names if not n[:1].isupper()}  # not a class, not a CONSTANT
+    left = sorted(set(unresolved(fn, module_names(module))) & local_looking)
+    if left:
+        raise codemod.drift(  # type: ignore[attr-defined]
+            unit, f"upstream's own code uses {', '.join(left)}, which nothing defines", node=fn
+        )
+
+
+class _ValueNames(cst.CSTVisitor):
+    """Names read as plain values: ``x`` in ``f(x)``, ``a + x``, ``x[0]`` — not ``x(...)``, ``x.y``."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        if not isinstance(node.func, cst.Name):
+            node.func.visit(self)
+        for arg in node.args:
+            arg.value.visit(self)
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        return False
+
+    def visit_Annotation(self, node: cst.Annotation) -> bool:
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
 
 
 def unresolved(fn: cst.FunctionDef, known_globals: set[str]) -> list[str]:

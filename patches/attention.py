@@ -291,6 +291,9 @@ class Attention(VaccCodemod):
             r.Rule("present-return", r.KEEP, "already returns (output, weights, present)", _RETURN_PRESENT),
         ]  # fmt: skip
         body = account.block(s.fn_body(forward))
+        r.check_upstream_names(self, unit, forward, module)
+        if eager is not None:
+            r.check_upstream_names(self, EAGER_FUNCTION, eager, module)
         counts = [name for name, _action, _line in account.ledger]
         for rule in ("rotary-tables", "rotary-gather", "tuple-cache", "mask-check"):
             if counts.count(rule) != 1:
@@ -299,6 +302,8 @@ class Attention(VaccCodemod):
                     f"rule {rule} applies {counts.count(rule)} times; the vacc form needs it exactly once",
                     node=forward,
                 )
+        if eager is not None and "attention-dispatch" not in counts:
+            raise self.drift(unit, "no attention-interface lookup, though the eager function is called", node=forward)
         if counts.count("present") + counts.count("present-return") != 1:
             raise self.drift(
                 unit, "no single `return attn_output, attn_weights[, past_key_value]`", node=forward

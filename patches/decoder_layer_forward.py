@@ -160,6 +160,7 @@ class DecoderLayerForward(VaccCodemod):
         ]  # fmt: skip
         account = r.Accountant(self, UNIT, rules, PLUMBING)
         body = account.block(stmts)
+        r.check_upstream_names(self, UNIT, forward, module)
         names = [name for name, _action, _line in account.ledger]
         if names.count("self-attn-call") != 1:
             raise self.drift(UNIT, "no single `... = self.self_attn(...)` call", node=forward)

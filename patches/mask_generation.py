@@ -414,6 +414,7 @@ class MaskGeneration(VaccCodemod):
         ]  # fmt: skip
         account = r.Accountant(self, unit, rules, frozenset(REMOVED_HEAD_PARAMS) | LOGITS_SLICING)
         new = s.with_fn_body(new, account.block(s.fn_body(new)))
+        r.check_upstream_names(self, unit, forward, module)
         left = r.unresolved(new, r.module_names(module))
         if left:
             raise self.drift(
