@@ -78,7 +78,7 @@ REBINDS = {
     "rebind-tanh": "{x} = torch.tanh({x})",
     "rebind-shift": "{x} = {x} + 0.5",
 }
-OUTCOMES = ("refused", "carried", "dropped", "error")
+OUTCOMES = ("refused", "carried", "dropped-by-rule", "removed", "dropped", "error")
 FAILURES = ("dropped", "error")
 
 
@@ -638,6 +638,43 @@ def _compare(code: str, baseline: str) -> str:
     return "dropped" if ast.dump(ast.parse(code)) == _code_of(baseline) else "carried"
 
 
+_DROP_COMMENT = re.compile(r"^\s*# vacc: (dropped|done above) \(([\w-]+)\): ")
+
+
+def _accounted(mutant: Mutant, code: str, baseline: str, series: Sequence[type]) -> tuple[str, str] | None:
+    """Two ways a mutant can leave the output's code as it was and still be accounted for:
+
+    * ``removed``: it lies in a unit that a codemod's ``DROPS`` removes whole by a rule of the
+      contract (the attention variants, the static-cache hooks, ``_update_causal_mask``);
+    * ``dropped-by-rule``: it deletes a statement that a named rule drops, and the output lost
+      exactly that rule's ``# vacc: dropped (<rule>): …`` comment line and nothing else.
+
+    Both are reported apart from ``carried``; anything else stays ``dropped``."""
+    drops = {unit: why for codemod in series for unit, why in getattr(codemod, "DROPS", {}).items()}
+    scopes = [mutant.member.split(".")[: i + 1] for i in range(len(mutant.member.split(".")))]
+    for scope in scopes:
+        why = drops.get(".".join(scope))
+        if why:
+            return "removed", why
+    if mutant.kind != "delete":
+        return None
+    lost = [line for line in _line_diff(baseline, code, "-") if line.strip()]
+    gained = [line for line in _line_diff(baseline, code, "+") if line.strip()]
+    if len(lost) == 1 and not gained and (hit := _DROP_COMMENT.match(lost[0])):
+        return "dropped-by-rule", f"rule {hit.group(2)}: {lost[0].strip()}"
+    return None
+
+
+def _line_diff(a: str, b: str, side: str) -> list[str]:
+    import difflib
+
+    return [
+        line[1:]
+        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
+        if line.startswith(side) and not line.startswith(side * 3)
+    ]
+
+
 def classify(mutant: Mutant, series: Sequence[type], baseline: str | Exception) -> Outcome:
     """Run the series on the mutant in process and compare with ``baseline``, the output of
     the unmutated file (as code: see ``_compare``)."""
@@ -662,6 +699,8 @@ def classify(mutant: Mutant, series: Sequence[type], baseline: str | Exception) 
         status, refused, detail = _compare(code, baseline), (), ""
         if status == "dropped" and code != baseline:
             detail = "the output differs only in layout"
+        if status == "dropped":
+            status, detail = _accounted(mutant, code, baseline, series) or (status, detail)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return Outcome(mutant, status, refused, detail, seconds, cpu)
 
