@@ -315,6 +315,7 @@ class ModelForward:
         forward = self.forward
         r.check_params(self.codemod, UNIT, forward, UPSTREAM_PARAMS)
         decorators = []
+        self.intercepting = {r.decorator_name(d) for d in forward.decorators} & INTERCEPTING_DECORATORS
         for decorator in forward.decorators:
             name = r.decorator_name(decorator)
             if name in DOC_DECORATORS:
@@ -326,7 +327,9 @@ class ModelForward:
         r.check_upstream_names(self.codemod, UNIT, forward, self.module)
         ledger = [name for name, _a, _l in self.account.ledger]
         if "past-length" not in ledger:
-            raise self.codemod.drift(UNIT, "no conversion of the cache to a Cache object (rule past-length)", node=forward)
+            raise self.codemod.drift(
+                UNIT, "no conversion of the cache to a Cache object (rule past-length)", node=forward
+            )
         for rule in ("explicit-mask", "layer-loop", "model-output"):
             if ledger.count(rule) != 1:
                 raise self.codemod.drift(
@@ -347,11 +350,23 @@ class ModelForward:
         return new
 
     def _decorated_io(self, body: list, ledger: list[str]) -> list:
-        """``decorated-io``: what upstream leaves to its decorators (4.53+), written out, and the
-        statements the translations need where upstream had none to translate."""
+        """``decorated-io``: what upstream leaves to its decorators (4.51+), written out, and the
+        tuple-cache statements where upstream keeps its cache in a ``Cache`` object (4.48+).
+
+        Each is added only where upstream has no statement of its own for it to keep: with no
+        intercepting decorator, a missing argument default, collection or tuple return is
+        upstream's choice (carried as it is), and with ``next_decoder_cache`` in upstream, a
+        missing cache statement is drift — never re-added over an upstream change."""
         assigned = {a for x in body for a in _targets(x)}
+        params = set(s.param_names(self.forward))
+        decorated = bool(self.intercepting)
+        fills_defaults = bool(self.intercepting & {"merge_with_config_defaults", "check_model_inputs"})
         head = 1 if s.docstring_stmt(body) is not None else 0
-        defaults = [x for x in s.parse_stmts(DEFAULTS) if not _targets(x) & assigned]
+        defaults = [
+            x
+            for x in s.parse_stmts(DEFAULTS)
+            if not _targets(x) & assigned and (fills_defaults or not _targets(x) & params)
+        ]
         if defaults:
             body[head:head] = _marked(defaults, "vacc: argument defaults (upstream: decorators)")
         loop = _index(body, lambda x: m.matches(x, m.For()))
@@ -359,14 +374,21 @@ class ModelForward:
             raise self.codemod.drift(
                 UNIT, "the layer loop is not a statement of the forward itself", node=self.forward
             )
+        legacy = "next_decoder_cache" in set().union(*(r.variables(x) for x in s.fn_body(self.forward)))
+        for rule in ("next-cache-init", "collect-present", "next-cache"):
+            if legacy and rule not in ledger:
+                raise self.codemod.drift(
+                    UNIT, f"upstream keeps next_decoder_cache but rule {rule} found nothing to translate",
+                    node=self.forward,
+                )  # fmt: skip
         before: list = []
-        if "all_hidden_states" not in assigned:
+        if decorated and "all_hidden_states" not in assigned:
             before += s.parse_stmts(COLLECTORS)
-        if "next-cache-init" not in ledger:
+        if not legacy:
             before += s.parse_stmts(NEXT_CACHE_INIT)
         body[loop:loop] = before
         loop += len(before)
-        if "all_hidden_states" not in assigned:
+        if decorated and "all_hidden_states" not in assigned:
             norm = _index(body, r.known("hidden_states = self.norm(hidden_states)"), start=loop)
             if norm is None:
                 raise self.codemod.drift(
@@ -375,11 +397,11 @@ class ModelForward:
                 )  # fmt: skip
             body[norm + 1 : norm + 1] = s.parse_stmts(COLLECT_HIDDEN)
         output = _index(body, self._is_output, start=loop)
-        if "next-cache" not in ledger:
+        if not legacy:
             body[output:output] = s.parse_stmts(NEXT_CACHE)
             output += 1
         handled = any(_returns_to_tuple(x) for x in body[output : output + 2])
-        if not any(r.known(TUPLE_RETURN)(x) for x in body) and not handled:
+        if decorated and not any(r.known(TUPLE_RETURN)(x) for x in body) and not handled:
             body[output:output] = s.parse_stmts(TUPLE_RETURN)
         return body
 
@@ -405,11 +427,12 @@ class ModelForward:
         calls = ledger.count("layer-call") + ledger.count("checkpointed-layer-call")
         if calls != 1:
             raise self.codemod.drift(UNIT, f"the layer loop calls its layer {calls} times", node=loop)
-        if not any(r.known(COLLECT_HIDDEN)(x) for x in body):
+        decorated = bool(self.intercepting)  # upstream collects through its decorators (4.51+)
+        if decorated and not any(r.known(COLLECT_HIDDEN)(x) for x in body):
             body = [*s.parse_stmts(COLLECT_HIDDEN), *body]
-        if "collect-present" not in ledger:
-            body += s.parse_stmts(COLLECT_PRESENT)
-        if not any(r.known(COLLECT_ATTENTIONS)(x) for x in body):
+        if "collect-present" not in ledger and "next_decoder_cache" not in r.variables(loop):
+            body += s.parse_stmts(COLLECT_PRESENT)  # 4.48+: upstream's cache was a Cache object
+        if decorated and not any(r.known(COLLECT_ATTENTIONS)(x) for x in body):
             body += s.parse_stmts(COLLECT_ATTENTIONS)
         body = [*s.parse_stmts(LAYER_PAST), *body]
         body[0] = body[0].with_changes(leading_lines=[])

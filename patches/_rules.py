@@ -164,7 +164,10 @@ class Accountant:
                 assert rule.apply is not None, rule.name
                 new = list(rule.apply(stmt.with_changes(leading_lines=())))
                 if not new:  # translated into nothing (already done above): it stands as a drop
-                    pending += [*stmt.leading_lines, _comment(f"vacc: done above ({rule.name}): {first_line(stmt)}")]
+                    pending += [
+                        *stmt.leading_lines,
+                        _comment(f"vacc: done above ({rule.name}): {first_line(stmt)}"),
+                    ]
                     continue
                 new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
             if pending and new:  # comments of dropped statements stand where those statements stood

@@ -303,7 +303,9 @@ class Attention(VaccCodemod):
                     node=forward,
                 )
         if eager is not None and "attention-dispatch" not in counts:
-            raise self.drift(unit, "no attention-interface lookup, though the eager function is called", node=forward)
+            raise self.drift(
+                unit, "no attention-interface lookup, though the eager function is called", node=forward
+            )
         if counts.count("present") + counts.count("present-return") != 1:
             raise self.drift(
                 unit, "no single `return attn_output, attn_weights[, past_key_value]`", node=forward

@@ -1637,7 +1637,12 @@ def test_an_output_returning_to_tuple_itself_gets_no_tuple_return() -> None:
         "        )\n"
         "        return output if return_dict else output.to_tuple()\n",
     )
-    assert before != POSITION_EMBEDDINGS_UPSTREAM
+    # 4.48's form: the cache stays in past_key_values, no next_decoder_cache at all
+    before = before.replace("        next_decoder_cache = None\n", "").replace(
+        "            if use_cache:\n                next_decoder_cache = layer_outputs[2 if output_attentions else 1]\n\n",
+        "",
+    )
+    assert "next_decoder_cache" not in before
     code, _ = apply(MaskGeneration, before)
     assert "return output if return_dict else output.to_tuple()" in code
     assert "return tuple(v for v in" not in code
