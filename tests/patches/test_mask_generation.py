@@ -1639,7 +1639,8 @@ def test_an_output_returning_to_tuple_itself_gets_no_tuple_return() -> None:
     )
     # 4.48's form: the cache stays in past_key_values, no next_decoder_cache at all
     before = before.replace("        next_decoder_cache = None\n", "").replace(
-        "            if use_cache:\n                next_decoder_cache = layer_outputs[2 if output_attentions else 1]\n\n",
+        "            if use_cache:\n"
+        "                next_decoder_cache = layer_outputs[2 if output_attentions else 1]\n\n",
         "",
     )
     assert "next_decoder_cache" not in before
