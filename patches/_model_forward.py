@@ -330,6 +330,11 @@ class ModelForward:
             raise self.codemod.drift(
                 UNIT, "no conversion of the cache to a Cache object (rule past-length)", node=forward
             )
+        uses_seen = any(line == "past_seen_tokens = 0" for _n, _a, line in self.account.ledger)
+        if uses_seen and not any(c.endswith(".get_seq_length") for c in s.calls(forward)):
+            raise self.codemod.drift(  # upstream's positions would start at 0 at every step
+                UNIT, "past_seen_tokens stays 0: upstream never reads the cache's length", node=forward
+            )
         for rule in ("explicit-mask", "layer-loop", "model-output"):
             if ledger.count(rule) != 1:
                 raise self.codemod.drift(
