@@ -240,14 +240,20 @@ def check_params(
     default it knows (``None`` in ``allowed`` means "no default"): a new parameter, or a
     changed default, would change what the rewritten unit computes without reaching it."""
     p = fn.params
+    signature = f"{fn.name.value}({', '.join(s.param_names(fn))})"
     for param in (*p.posonly_params, *p.params, *p.kwonly_params):
         name = param.name.value
         default = None if param.default is None else s.render(param.default).strip()
         if name not in allowed:
-            raise codemod.drift(unit, f"forward takes `{name}`, a parameter no rule translates", node=fn)  # type: ignore[attr-defined]
+            raise codemod.drift(
+                unit, f"forward takes `{name}`, a parameter no rule translates", node=fn, nearest=signature
+            )  # type: ignore[attr-defined]
         if default not in allowed[name]:
             raise codemod.drift(  # type: ignore[attr-defined]
-                unit, f"parameter `{name}` has default `{default}`, which no rule knows", node=fn
+                unit,
+                f"parameter `{name}` has default `{default}`, which no rule knows",
+                node=fn,
+                nearest=signature,
             )
     if isinstance(p.star_arg, cst.Param) and "*" + p.star_arg.name.value not in allowed:
         raise codemod.drift(unit, f"forward takes `*{p.star_arg.name.value}`", node=fn)  # type: ignore[attr-defined]

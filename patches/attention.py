@@ -240,6 +240,13 @@ class Attention(VaccCodemod):
         if not variants and eager is None and _is_tuple_cache(forward):
             self.met("tuple-cache")
             return module
+        if eager is None and not variants:
+            raise self.drift(
+                "GemmaAttention.forward",
+                f"neither {EAGER_FUNCTION} nor the attention variants {', '.join((*VARIANTS, MAPPING))}",
+                nearest=s.closest(module.body, EAGER_FUNCTION),
+                node=forward,
+            )
         if eager is None:
             if present := {*VARIANTS, MAPPING} - variants:
                 raise self.drift(

@@ -279,23 +279,12 @@ MUTILATIONS_BY_KIND = {
         "mask-generation",
         "GemmaModel.forward",
         None,
-        "def forward(",
-    ),
-    "scores-restructured": (
-        scores_by_einsum,
-        ["4.40.2"],
-        "attention",
-        "GemmaAttention.forward",
-        None,
-        "def forward(",
-    ),
-    "eager-scores-restructured": (
-        scores_by_einsum,
-        ["4.48.0", "5.24.0"],
-        "attention",
-        "eager_attention_forward",
-        None,
-        "def eager_attention_forward(",
+        # the statement at fault: the layer call that still passes the cache plumbing
+        (
+            "layer_outputs = self._gradient_checkpointing_func(",
+            "hidden_states = layer(",
+            "layer_outputs = layer(",
+        ),
     ),
     "normalisation-removed": (
         without_normalisation,
@@ -336,7 +325,8 @@ def test_drift_report_lets_a_maintainer_act(version: str, case: str, tmp_path: P
     where = re.search(r" at modeling_gemma\.py:(\d+): ", line)
     if line_text:
         assert where, line
-        assert line_text in modeling.splitlines()[int(where.group(1)) - 1], line
+        texts = line_text if isinstance(line_text, tuple) else (line_text,)
+        assert any(text in modeling.splitlines()[int(where.group(1)) - 1] for text in texts), line
     else:
         assert f" at modeling_gemma.py (no {target.split('.')[0]} in it): " in line, line
     # the nearest match, when the target is gone
@@ -344,3 +334,20 @@ def test_drift_report_lets_a_maintainer_act(version: str, case: str, tmp_path: P
         assert re.search(rf"; nearest: {re.escape(nearest)}", line), line
     else:
         assert "; nearest:" not in line, line
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("version", ["4.40.2", "4.48.0", "5.24.0"])
+def test_scores_computed_another_way_are_carried(version: str, tmp_path: Path, capsys) -> None:
+    """Upstream's attention scores are kept in upstream's words (in the forward, or inlined from
+    the eager function), so computing them another way is carried into the output, not drift."""
+    up = fetch(version)
+    (tmp_path / "modeling_gemma.py").write_text(scores_by_einsum(up.modeling))
+    (tmp_path / "configuration_gemma.py").write_text(up.configuration)
+    out = tmp_path / "out"
+    code, err = run_apply(["--upstream", str(tmp_path / "modeling_gemma.py")], out, capsys)
+    assert code == 0, err
+    assert (
+        'torch.einsum("bhqd,bhkd->bhqk", query_states, key_states)'
+        in (out / "modeling_gemma_vacc.py").read_text()
+    )
