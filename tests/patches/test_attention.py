@@ -758,7 +758,10 @@ def _drift_node(source: str, target: str) -> str | None:
             id="forward-renamed",
         ),
         pytest.param(
-            HEADER + ATTENTION_INIT + CACHE_FORWARD + LAYER, "GemmaAttention", None, id="variants-removed"
+            HEADER + ATTENTION_INIT + CACHE_FORWARD + LAYER,
+            "GemmaAttention.forward",
+            "def forward( …",
+            id="variants-removed",
         ),
         pytest.param(
             UPSTREAM.replace("class GemmaSdpaAttention", "class GemmaSdpaAttention2"),
