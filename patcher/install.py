@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from patcher import checkpoint
+from patcher import checkpoint, outputs
 from patcher.cli import say, upstream_for
 from patcher.errors import UsageError
-from patcher.outputs import NOTICE_MARK, generate_cached
+from patcher.outputs import NOTICE_MARK
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         checkpoint.check_model_type(config, force=args.force)
         checkpoint.with_auto_map(config, force=args.force)
         up = upstream_for(args.transformers)
-        output = generate_cached(up)
+        output = outputs.generate_cached(up)
         done = checkpoint.install(weights, output.files, force=args.force, mark=NOTICE_MARK)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
