@@ -79,10 +79,14 @@ def _dump_of(node: cst.CSTNode) -> str:
 
 
 def _dump(source: str) -> str:
-    try:
-        return ast.dump(ast.parse(source))
-    except SyntaxError:
-        return source
+    # An expression lifted out of brackets may span lines without them
+    # (``x\n    if c\n    else None``): parenthesised, it parses to the same tree.
+    for text in (source, f"(\n{source}\n)"):
+        try:
+            return ast.dump(ast.parse(text))
+        except SyntaxError:
+            pass
+    return source
 
 
 def first_line(stmt: cst.CSTNode) -> str:
@@ -92,6 +96,17 @@ def first_line(stmt: cst.CSTNode) -> str:
     text = textwrap.dedent(s.render(stmt)).strip()
     lines = text.splitlines() or [""]
     return lines[0] + (" …" if len(lines) > 1 else "")
+
+
+def one_line(node: cst.CSTNode) -> str:
+    """``node`` as source on one line (re-spelled by ``ast`` when upstream wraps it), for comments."""
+    text = textwrap.dedent(s.render(node)).strip()
+    if "\n" not in text:
+        return text
+    try:
+        return ast.unparse(ast.parse(f"(\n{text}\n)", mode="eval"))
+    except SyntaxError:
+        return " ".join(text.split())
 
 
 class _Variables(cst.CSTVisitor):
