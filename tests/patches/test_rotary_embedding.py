@@ -254,6 +254,14 @@ def _with_apply(apply_fn: str) -> str:
             id="hub-func-decorator-dropped",
         ),
         pytest.param(
+            _with_apply(HUB_APPLY.replace('("rotary_pos_emb")', '(\n    "rotary_pos_emb"\n)')),
+            _with_apply(
+                HUB_GATHERED_APPLY.replace('("rotary_pos_emb")', "('rotary_pos_emb')")
+            ),
+            ("table", "unsqueeze"),
+            id="hub-decorator-wrapped-over-lines-dropped-as-one-comment-line",
+        ),
+        pytest.param(
             _with_apply(HUB_APPLY.replace("\n@use_kernel", "\n# rotary  (kept)\n@use_kernel")),
             _with_apply(
                 HUB_GATHERED_APPLY.replace("\n# vacc: dropped", "\n# rotary  (kept)\n# vacc: dropped")

@@ -101,6 +101,30 @@ def test_known_compound_statements_and_quotes() -> None:
     assert not known(stmt("if x is None:\n    y = getattr(self, 'y', y)\n"))
 
 
+def test_known_recognises_an_expression_lifted_out_of_brackets() -> None:
+    # ``past_key_values=x if c else None`` wrapped by a formatter inside a call spans lines
+    # without brackets of its own: as a statement it would not parse.
+    call = cst.parse_expression("Output(\n    past_key_values=past_key_values\n    if use_cache\n    else None,\n)")
+    value = call.args[0].value
+    lifted = cst.SimpleStatementLine([cst.Expr(value)])
+    assert "\n" in cst.Module([]).code_for_node(lifted).strip()
+    assert r.known("past_key_values if use_cache else None")(lifted)
+    assert not r.known("past_key_values if use_cache else ()")(lifted)
+
+
+@pytest.mark.parametrize(
+    "source, line",
+    [
+        pytest.param("f(a)", "f(a)", id="one-line-as-is"),
+        pytest.param('use_kernel_func_from_hub(\n    "rotary_pos_emb"\n)', "use_kernel_func_from_hub('rotary_pos_emb')", id="wrapped-call"),
+        pytest.param("a\nif b\nelse c", "a if b else c", id="bare-wrapped-expression"),
+    ],
+)
+def test_one_line(source: str, line: str) -> None:
+    text = r.one_line(cst.parse_expression(f"(\n{source}\n)").with_changes(lpar=[], rpar=[]))
+    assert text == line and "\n" not in text
+
+
 def test_first_line() -> None:
     assert r.first_line(stmt("# leading\nx = f(a)  # trailing\n")) == "x = f(a)  # trailing"
     assert r.first_line(stmt("if a:\n    b = 1\n")) == "if a: …"
