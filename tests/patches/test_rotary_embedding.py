@@ -255,9 +255,7 @@ def _with_apply(apply_fn: str) -> str:
         ),
         pytest.param(
             _with_apply(HUB_APPLY.replace('("rotary_pos_emb")', '(\n    "rotary_pos_emb"\n)')),
-            _with_apply(
-                HUB_GATHERED_APPLY.replace('("rotary_pos_emb")', "('rotary_pos_emb')")
-            ),
+            _with_apply(HUB_GATHERED_APPLY.replace('("rotary_pos_emb")', "('rotary_pos_emb')")),
             ("table", "unsqueeze"),
             id="hub-decorator-wrapped-over-lines-dropped-as-one-comment-line",
         ),

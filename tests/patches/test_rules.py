@@ -104,7 +104,9 @@ def test_known_compound_statements_and_quotes() -> None:
 def test_known_recognises_an_expression_lifted_out_of_brackets() -> None:
     # ``past_key_values=x if c else None`` wrapped by a formatter inside a call spans lines
     # without brackets of its own: as a statement it would not parse.
-    call = cst.parse_expression("Output(\n    past_key_values=past_key_values\n    if use_cache\n    else None,\n)")
+    call = cst.parse_expression(
+        "Output(\n    past_key_values=past_key_values\n    if use_cache\n    else None,\n)"
+    )
     value = call.args[0].value
     lifted = cst.SimpleStatementLine([cst.Expr(value)])
     assert "\n" in cst.Module([]).code_for_node(lifted).strip()
@@ -116,7 +118,11 @@ def test_known_recognises_an_expression_lifted_out_of_brackets() -> None:
     "source, line",
     [
         pytest.param("f(a)", "f(a)", id="one-line-as-is"),
-        pytest.param('use_kernel_func_from_hub(\n    "rotary_pos_emb"\n)', "use_kernel_func_from_hub('rotary_pos_emb')", id="wrapped-call"),
+        pytest.param(
+            'use_kernel_func_from_hub(\n    "rotary_pos_emb"\n)',
+            "use_kernel_func_from_hub('rotary_pos_emb')",
+            id="wrapped-call",
+        ),
         pytest.param("a\nif b\nelse c", "a if b else c", id="bare-wrapped-expression"),
     ],
 )
