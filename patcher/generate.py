@@ -57,6 +57,8 @@ def notice(upstream: Upstream, file: str, sha256: str | None, codemods: list[str
             f"# Upstream: {origin}",
             f"# Codemods: {', '.join(codemods)}",
             f"# Regenerate: {regenerate_command(upstream)}",
+            "# To change it: edit the codemods in patcher's patches/ and regenerate (not this file,"
+            " not upstream's modular_gemma.py).",
         ]
     )
 

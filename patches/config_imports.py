@@ -9,6 +9,8 @@ Shapes recognised (module level, also under ``if``/``try``):
 * ``relative-imports`` — ``from ...x import y`` / ``from ..x import y``: made absolute
   (``transformers.x``, ``transformers.models.x``).
 * ``absolute-imports`` — no relative import left (our own output).
+* ``modular-banner`` — upstream's "generated from modular_gemma.py, do not edit" banner:
+  dropped, as in library-imports.
 
 A config file that defines no ``GemmaConfig`` class is drift.
 """
@@ -19,7 +21,7 @@ import libcst as cst
 
 from patches import _shapes as s
 from patches._base import VaccCodemod
-from patches.library_imports import with_notice
+from patches.library_imports import drop_modular_banner, with_notice
 
 
 class ConfigImports(VaccCodemod):
@@ -31,6 +33,7 @@ class ConfigImports(VaccCodemod):
     SHAPES = {
         "relative-imports": "module-level `from ...x import y`",
         "absolute-imports": "no relative import (already rewritten)",
+        "modular-banner": 'upstream\'s "generated from modular_gemma.py, do not edit" banner: dropped',
     }
     FILE = "configuration_gemma.py"
 
@@ -44,7 +47,10 @@ class ConfigImports(VaccCodemod):
         body = [s.map_small(stmt, self._import) for stmt in module.body]
         if not self._shapes:
             self.met("absolute-imports")
-        return with_notice(module.with_changes(body=body), self.context.scratch.get("notice"))
+        header, banner = drop_modular_banner(list(module.header))
+        if banner:
+            self.met("modular-banner")
+        return with_notice(module.with_changes(body=body, header=header), self.context.scratch.get("notice"))
 
     def _import(self, node: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
         if isinstance(node, cst.ImportFrom) and node.relative:

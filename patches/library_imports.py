@@ -15,11 +15,16 @@ Shapes recognised (module level only):
 * ``fx-wrap`` — ``if is_torch_fx_available(): … torch.fx.wrap(…)``: removed.
 
 Also owns the header: the generated-file notice goes right after upstream's licence
-comments.  A module-level ``if`` that imports ``flash_attn`` in another form, or a module
+comments, and (shape ``modular-banner``, shared with config-imports) upstream's banner
+"This file was automatically generated from …/modular_gemma.py. Do NOT edit …" is dropped
+with a ``# vacc: dropped (modular-banner)`` line: its advice is wrong inside a vacc file,
+which is changed through the codemods, as the notice says.  A module-level ``if`` that imports ``flash_attn`` in another form, or a module
 without the config import, is drift.
 """
 
 from __future__ import annotations
+
+import re
 
 import libcst as cst
 import libcst.matchers as m
@@ -51,6 +56,42 @@ def _imports_flash_attn(stmt: cst.CSTNode) -> bool:
 
     s.map_small(stmt, look)
     return any(name == "flash_attn" or name.startswith("flash_attn.") for name in found)
+
+
+_BANNER_TEXT = re.compile(r"automatically generated from \S*modular_\w+\.py")
+BANNER_DROPPED = (
+    '# vacc: dropped (modular-banner): upstream\'s "generated from modular_*.py, do not edit" banner;'
+    " this file is patcher's output: see the notice below"
+)
+
+
+def _is_rule(line: cst.EmptyLine) -> bool:
+    """A banner rule: a comment of ``🚨`` (or other non-word marks) only."""
+    text = line.comment.value.lstrip("#").strip() if line.comment else ""
+    return bool(text) and not any(ch.isalnum() for ch in text)
+
+
+def drop_modular_banner(header: list[cst.EmptyLine]) -> tuple[list[cst.EmptyLine], bool]:
+    """``header`` without upstream's "generated from modular_*.py" banner, and whether it had one.
+
+    The banner is a ruled block: a rule line, comment lines one of which says "automatically
+    generated from …/modular_x.py", a rule line.  Our own drop line stands in its place.  The
+    same words outside such a block are left alone: where such a block would end is not known,
+    and a comment changes nothing the file computes.
+    """
+    at = next(
+        (i for i, line in enumerate(header) if line.comment and _BANNER_TEXT.search(line.comment.value)),
+        None,
+    )
+    if at is None or at == 0 or not _is_rule(header[at - 1]):
+        return header, False
+    end = at + 1
+    while end < len(header) and header[end].comment is not None and not _is_rule(header[end]):
+        end += 1
+    if end == len(header) or not _is_rule(header[end]):
+        return header, False
+    dropped = cst.EmptyLine(indent=False, comment=cst.Comment(BANNER_DROPPED))
+    return [*header[: at - 1], dropped, *header[end + 1 :]], True
 
 
 def with_notice(module: cst.Module, notice: str | None) -> cst.Module:
@@ -87,6 +128,7 @@ class LibraryImports(VaccCodemod):
         "absolute-imports": "absolute imports with `from .configuration_gemma_vacc import GemmaConfig`",
         "flash-attn-guard": "`if is_flash_attn_*_available(): <imports>` at module level",
         "fx-wrap": "`if is_torch_fx_available(): ... torch.fx.wrap(...)` at module level",
+        "modular-banner": 'upstream\'s "generated from modular_gemma.py, do not edit" banner: dropped',
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -110,7 +152,10 @@ class LibraryImports(VaccCodemod):
                 "no module-level `from .configuration_gemma import GemmaConfig`",
                 nearest=next((_first_line(x) for x in module.body if "onfig" in _first_line(x)), None),
             )
-        return with_notice(module.with_changes(body=body), self.context.scratch.get("notice"))
+        header, banner = drop_modular_banner(list(module.header))
+        if banner:
+            self.met("modular-banner")
+        return with_notice(module.with_changes(body=body, header=header), self.context.scratch.get("notice"))
 
     def _import(self, node: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
         if not isinstance(node, cst.ImportFrom):

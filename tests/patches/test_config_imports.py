@@ -121,3 +121,16 @@ def test_formatting_insensitive() -> None:
         + CONFIG.replace('"gemma"', "'gemma'")
     )
     assert_formatting_insensitive(ConfigImports, HEADER + RELATIVE + CONFIG, reformatted)
+
+
+def test_modular_banner_is_dropped() -> None:
+    from test_library_imports import BANNER
+
+    from patches.library_imports import BANNER_DROPPED
+
+    assert_codemod(
+        ConfigImports,
+        BANNER + HEADER + RELATIVE + CONFIG,
+        BANNER_DROPPED + "\n" + HEADER + ABSOLUTE + CONFIG,
+        ("relative-imports", "modular-banner"),
+    )
