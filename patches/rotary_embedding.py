@@ -160,9 +160,7 @@ class RotaryEmbedding(VaccCodemod):
         ):
             raise self.drift(unit, "position_ids is not the fifth positional parameter", node=fn)
         dropped = [
-            cst.EmptyLine(
-                comment=cst.Comment(f"# vacc: dropped (hub-kernel): @{r.one_line(d.decorator)}")
-            )
+            cst.EmptyLine(comment=cst.Comment(f"# vacc: dropped (hub-kernel): @{r.one_line(d.decorator)}"))
             for d in fn.decorators
         ]
         new = fn.with_changes(
