@@ -123,18 +123,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         names = [c.NAME for c in series if c.FILE == file]
         diffs.append(diffing.attributed_diff(source, series, file=file, notice=notice(up, file, sha, names)))
     if args.stat:
-        rows: dict[str, list[int]] = {}
-        for diff in diffs:
-            for name, counts in diffing.stat(diff).items():
-                row = rows.setdefault(name, [0, 0, 0])
-                for i, n in enumerate(counts):
-                    row[i] += n
-        order = [c.NAME for c in series]
-        for name in sorted(rows, key=lambda n: order.index(n) if n in order else len(order)):
-            if args.codemod and name != args.codemod:
-                continue
-            hunks, added, removed = rows[name]
-            print(f"{name:<32} {hunks:>3} hunks  +{added:<5} -{removed}")
+        rows = diffing.stat(diffs, [c.NAME for c in series], args.codemod)
+        width = max(len(r.name) for r in rows) if rows else 0
+        for row in rows:
+            print(row.line(width))
         return 0
     sys.stdout.write("".join(diffing.render(d, args.codemod) for d in diffs))
     return 0

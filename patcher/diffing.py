@@ -15,17 +15,19 @@ from unidiff import PatchSet
 
 from patcher import engine
 from patcher.attribution import trace
-from patcher.outputs import MODELING, OUTPUT_NAMES
+from patcher.outputs import MODELING, OUTPUT_NAMES, Report
 from patches._base import VaccCodemod
 
 
 @dataclass(frozen=True)
 class AttributedDiff:
-    """One file's diff and, per hunk (in order), the codemods owning it."""
+    """One file's diff, per hunk (in order) the codemods owning it, and the run's reports
+    (each codemod's lines added and removed, counted as ``apply`` counts them)."""
 
     file: str
     patch: PatchSet
     owners: list[tuple[str, ...]]
+    reports: tuple[Report, ...] = ()
 
 
 def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], dict[int, str]]:
@@ -65,7 +67,7 @@ def attributed_diff(
             owner = tuple(sorted(found, key=order.__getitem__)) or ("(reordered)",)
             hunk.section_header = "[" + ", ".join(owner) + "]"
             owners.append(owner)
-    return AttributedDiff(file, patch, owners)
+    return AttributedDiff(file, patch, owners, tuple(result.reports))
 
 
 def render(diff: AttributedDiff, only: str | None = None) -> str:
@@ -83,15 +85,40 @@ def render(diff: AttributedDiff, only: str | None = None) -> str:
     return "".join(out)
 
 
-def stat(diff: AttributedDiff) -> dict[str, tuple[int, int, int]]:
-    """Per owning codemod: hunks, lines added, lines removed (a shared hunk counts for each)."""
-    table: dict[str, list[int]] = {}
-    owners = iter(diff.owners)
-    for patched in diff.patch:
-        for hunk in patched:
-            for name in next(owners):
-                row = table.setdefault(name, [0, 0, 0])
-                row[0] += 1
-                row[1] += hunk.added
-                row[2] += hunk.removed
-    return {name: (a, b, c) for name, (a, b, c) in table.items()}
+@dataclass(frozen=True)
+class StatRow:
+    name: str
+    hunks: int
+    added: int
+    removed: int
+
+    def line(self, width: int) -> str:
+        hunks = f"{self.hunks} hunk{'' if self.hunks == 1 else 's'}"
+        return f"{self.name:<{width}} {hunks:>9}  +{self.added:<5} -{self.removed}"
+
+
+def stat(diffs: list[AttributedDiff], order: list[str], only: str | None = None) -> list[StatRow]:
+    """``diff --stat``: per codemod, the hunks it owns and the lines it added and removed as
+    ``apply`` reports them (its own step of the series, so a hunk two codemods share is not
+    counted twice for its lines); then the total of the upstream -> output diff."""
+    rows: dict[str, list[int]] = {}
+    for diff in diffs:
+        owners = iter(diff.owners)
+        for patched in diff.patch:
+            for _hunk in patched:
+                for name in next(owners):
+                    rows.setdefault(name, [0, 0, 0])[0] += 1
+        for report in diff.reports:
+            row = rows.setdefault(report.codemod, [0, 0, 0])
+            row[1] += report.added
+            row[2] += report.removed
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(rows, key=lambda n: rank.get(n, len(rank)))
+    out = [StatRow(n, *rows[n]) for n in names if (only is None or n == only) and any(rows[n])]
+    total = StatRow(
+        "total (upstream -> output)",
+        sum(len(p) for d in diffs for p in d.patch),
+        sum(p.added for d in diffs for p in d.patch),
+        sum(p.removed for d in diffs for p in d.patch),
+    )
+    return [*out, total] if only is None else out

@@ -158,14 +158,32 @@ def test_diff_labels_every_hunk_with_its_codemods(capsys):
 
 
 @pytest.mark.network
-def test_diff_codemod_filter_and_stat(capsys):
+def test_diff_codemod_filter_and_stat(capsys, tmp_path):
     assert main(["diff", "--transformers", "4.40.2", "--codemod", "quantize"]) == 0
     out = capsys.readouterr().out
     assert "+    def quantize(self, weight_bit_width):" in out
     assert all("quantize" in line for line in out.splitlines() if line.startswith("@@"))
     assert main(["diff", "--transformers", "4.40.2", "--stat"]) == 0
     stat = capsys.readouterr().out
-    assert re.search(r"^attention\s+\d+ hunks\s+\+\d+\s+-\d+", stat, re.M)
+    rows = {
+        m.group(1): (int(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5)))
+        for m in re.finditer(r"^(\S.*?)\s+(\d+) (hunks?)\s+\+(\d+)\s+-(\d+)$", stat, re.M)
+    }
+    assert all((n == 1) == (word == "hunk") for n, word, _, _ in rows.values())
+    # the lines per codemod are apply's own counts
+    assert main(["apply", "--transformers", "4.40.2", "--json", "--out", str(tmp_path / "o")]) == 0
+    reports = json.loads(capsys.readouterr().out)["codemods"]
+    for r in reports:
+        if r["added"] or r["removed"]:
+            assert rows[r["name"]][2:] == (r["added"], r["removed"]), r
+    total = rows.pop("total (upstream -> output)")
+    assert main(["diff", "--transformers", "4.40.2"]) == 0
+    diff = capsys.readouterr().out
+    headers = [x for x in diff.splitlines() if x.startswith("@@")]
+    assert total[0] == len(headers)
+    # a hunk two codemods share counts once for each of them
+    assert sum(n for n, *_ in rows.values()) == sum(h.split("@@ [")[1].count(",") + 1 for h in headers)
+    assert total[2] == len([x for x in diff.splitlines() if x.startswith("+") and not x.startswith("+++")])
 
 
 @pytest.mark.network
