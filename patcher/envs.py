@@ -249,7 +249,7 @@ def _uv() -> str:
     found = shutil.which("uv")
     if found:
         return found
-    raise EnvError("verification needs uv, which installing patcher installs (pip install -e . or pip install uv)")
+    raise EnvError("verification needs uv, which installing patcher installs (or: pip install uv)")
 
 
 def _build_release(version: str, python: Path, tmp: Path) -> None:
