@@ -105,7 +105,8 @@ def lock_entry(output: Output) -> Entry:
     if any(output.files.get(name) != text for name, text in texts.items()):
         raise PatcherError(
             f"the output of transformers {output.upstream.version} differs from what the series "
-            "generates step by step: the output cache is inconsistent; set PATCHER_OUTPUT_CACHE=0 and report this"
+            "generates step by step: the output cache is inconsistent; "
+            "set PATCHER_OUTPUT_CACHE=0 and report this"
         )
     return Entry(outputs=output.digests(), codemods=contributions)
 
