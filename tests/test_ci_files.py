@@ -3,9 +3,13 @@ parse, carry the fields their tools need, and every patcher command in them pars
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +203,85 @@ def test_every_run_step_is_valid_bash(workflow):
             if "run" in step:
                 proc = subprocess.run(["bash", "-n", "-c", step["run"]], capture_output=True, text=True)
                 assert proc.returncode == 0, (step.get("name"), proc.stderr)
+
+
+FAKE_GH = r'''#!{python}
+"""A stand-in for the gh CLI: issues kept in gh-state.json, every call logged to gh-calls.txt."""
+import json, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+state = Path("gh-state.json")
+issues = json.loads(state.read_text()) if state.exists() else []
+with open("gh-calls.txt", "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:2] == ["issue", "list"]:
+    expr = args[args.index("--jq") + 1]
+    out = subprocess.run(
+        ["jq", "-r", expr], input=json.dumps(issues), capture_output=True, text=True, check=True
+    )
+    print(out.stdout, end="")
+elif args[:2] == ["issue", "create"]:
+    issues.append({"number": len(issues) + 1, "title": args[args.index("--title") + 1]})
+    state.write_text(json.dumps(issues))
+    print(f"https://github.com/o/r/issues/{len(issues)}")
+'''
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="the workflow's steps use jq (GitHub's runners have it)"
+)
+def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run(tmp_path):
+    """The issue step of update.yml, run twice with a fake gh: issues are created on the first
+    run only; the second run finds each by its title and edits it."""
+    from patcher import update
+
+    step = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if "issue" in s.get("name", ""))
+    document = update.Update(
+        "5.24.0",
+        [
+            update.Outcome("5.25.0", "supported", "verified: passed 30/30"),
+            update.Outcome(
+                "5.25.1", "drift", "strided-slice", drift_report="drift: codemod strided-slice, x"
+            ),
+            update.Outcome("5.26.0", "failed", "FAILED 28/30 (logits: mqa)", failed_checks="logits: mqa"),
+        ],
+    ).as_dict()
+    (tmp_path / "update.json").write_text(json.dumps(document))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(FAKE_GH.replace("{python}", sys.executable))
+    gh.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **load(UPDATE)["env"]}
+
+    def run_step() -> list[list[str]]:
+        calls = tmp_path / "gh-calls.txt"
+        calls.unlink(missing_ok=True)
+        proc = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in calls.read_text().splitlines()]
+
+    first = run_step()
+    created = [c[c.index("--title") + 1] for c in first if c[:2] == ["issue", "create"]]
+    assert created == [
+        "patcher update: transformers 5.25.1 is not supported",
+        "patcher update: transformers 5.26.0 is not supported",
+    ]
+    labels = [
+        [c[i + 1] for i, a in enumerate(c) if a == "--label"] for c in first if c[:2] == ["issue", "create"]
+    ]
+    assert labels == [["patcher-update", "drift"], ["patcher-update", "verification-failed"]]
+    assert not [c for c in first if c[:2] == ["issue", "edit"]]
+    body = (tmp_path / "issue-body.md").read_text()  # the last one written: 5.26.0's
+    assert "transformers **5.26.0**: **failed**" in body and "logits: mqa" in body
+
+    second = run_step()
+    assert not [c for c in second if c[:2] == ["issue", "create"]]
+    assert [c[2] for c in second if c[:2] == ["issue", "edit"]] == ["1", "2"]
+    assert json.loads((tmp_path / "gh-state.json").read_text()) == [
+        {"number": 1, "title": created[0]},
+        {"number": 2, "title": created[1]},
+    ]
