@@ -98,6 +98,19 @@ def regenerate_entries(
     return run
 
 
+def lock_entry(output: Output) -> Entry:
+    """The lock entry of one generated release: its output digests and the digest of the lines
+    each codemod wrote, the series run step by step (as ``patcher lock`` records it)."""
+    contributions, _, texts = _explain(output.upstream)
+    if any(output.files.get(name) != text for name, text in texts.items()):
+        raise PatcherError(
+            f"the output of transformers {output.upstream.version} differs from what the series "
+            "generates step by step: the output cache is inconsistent; "
+            "set PATCHER_OUTPUT_CACHE=0 and report this"
+        )
+    return Entry(outputs=output.digests(), codemods=contributions)
+
+
 def group_differences(differences: list[Difference]) -> list[list[Difference]]:
     """Differences that read the same, together (first appearance order)."""
     groups: dict[str, list[Difference]] = {}

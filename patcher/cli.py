@@ -29,7 +29,7 @@ transformers installed beside patcher, read from disk).
 
 exit codes: 0 done; 1 internal error; 2 bad usage or input; 3 drift (a codemod met an
 upstream shape it does not know); 4 upstream unavailable or failing its pin; 5 check found
-a difference.
+a difference; 6 update: a new release fails verification.
 """
 
 
@@ -182,6 +182,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patcher.install",
     "patcher.check",
     "patcher.review",
+    "patcher.update",
 )
 
 

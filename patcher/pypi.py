@@ -165,7 +165,8 @@ def release_info(version: str) -> Release | None:
     return releases.get(version)
 
 
-def _is_final(version: str) -> bool:
+def is_final(version: str) -> bool:
+    """Whether ``version`` is a final release (not a pre-, dev or local release)."""
     try:
         parsed = Version(version)
     except InvalidVersion:
@@ -173,19 +174,33 @@ def _is_final(version: str) -> bool:
     return not (parsed.is_prerelease or parsed.is_devrelease or parsed.local)
 
 
-def final_releases() -> list[str]:
-    """Non-yanked, non-pre-release transformers versions, oldest first.
+def listed_releases() -> list[Release]:
+    """Every transformers version the index lists, oldest first, with its yanked flag.
 
-    From the PyPI JSON API; if that is unreachable, from ``pip index versions`` (which hides
-    yanked releases of the configured index itself), with a warning.
+    From the PyPI JSON API; if that is unreachable, from ``pip index versions`` with a
+    warning.  pip hides the yanked releases of the configured index itself, so in that case
+    none is flagged: they are simply absent.  Versions that are not PEP 440 are left out.
     """
     try:
-        releases = pypi_releases()
-        versions = [r.version for r in releases.values() if not r.yanked and _is_final(r.version)]
+        releases = list(pypi_releases().values())
     except _API_ERRORS as exc:
         warn(f"PyPI JSON API unreachable ({_reason(exc)}); asking `pip index versions` instead")
-        versions = [v for v in _pip_index_versions() if _is_final(v)]
-    return sorted(versions, key=Version)
+        releases = [Release(v, False, None) for v in _pip_index_versions()]
+    valid = [r for r in releases if _parses(r.version)]
+    return sorted(valid, key=lambda r: Version(r.version))
+
+
+def _parses(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def final_releases() -> list[str]:
+    """Non-yanked, non-pre-release transformers versions, oldest first (see ``listed_releases``)."""
+    return [r.version for r in listed_releases() if not r.yanked and is_final(r.version)]
 
 
 def _pip_index_versions() -> list[str]:

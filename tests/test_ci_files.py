@@ -3,8 +3,13 @@ parse, carry the fields their tools need, and every patcher command in them pars
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +93,195 @@ def test_pre_commit_hook_offers_patcher_check():
     for path in ("patches/quantize.py", "patches/series", "patcher/engine.py", "upstream_pins/lock.json"):
         assert files.search(path), path
     assert not files.search("README.md")
+
+
+# --- the scheduled update workflow -------------------------------------------------------------
+
+UPDATE = ROOT / ".github" / "workflows" / "update.yml"
+
+
+def update_runs() -> list[str]:
+    return [step["run"] for step in load(UPDATE)["jobs"]["update"]["steps"] if "run" in step]
+
+
+def update_script() -> str:
+    return "\n".join(update_runs())
+
+
+def test_update_workflow_is_scheduled_daily_and_by_hand():
+    flow = load(UPDATE)
+    triggers = flow.get("on", flow.get(True))
+    assert set(triggers) == {"schedule", "workflow_dispatch"}
+    (schedule,) = triggers["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month, weekday) == ("*", "*", "*")  # every day
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    for name, job in flow["jobs"].items():
+        assert job["runs-on"] and job["timeout-minutes"], name
+        for step in job["steps"]:
+            assert ("uses" in step) != ("run" in step), step
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), step["uses"]
+
+
+def test_update_workflow_needs_only_the_workflow_token():
+    flow = load(UPDATE)
+    assert flow["permissions"] == {"contents": "write", "pull-requests": "write", "issues": "write"}
+    text = UPDATE.read_text(encoding="utf-8")
+    assert "secrets." not in text  # no secret beyond the token GitHub gives every run
+    tokens = [
+        s["env"]["GH_TOKEN"]
+        for s in load(UPDATE)["jobs"]["update"]["steps"]
+        if "GH_TOKEN" in s.get("env", {})
+    ]
+    assert tokens and set(tokens) == {"${{ github.token }}"}
+    assert load(UPDATE)["concurrency"]["cancel-in-progress"] is False  # runs never race
+
+
+def test_update_workflow_is_idempotent():
+    """One branch and one pull request; one issue per release, found again by its title."""
+    flow = load(UPDATE)
+    script = update_script()
+    branch = flow["env"]["UPDATE_BRANCH"]
+    assert branch and "$" not in branch and "${{" not in branch  # a fixed name, not per run
+    # the pull request: the fixed branch force-pushed (unless it holds this update already),
+    # an open pull request from it edited, a new one only when there is none
+    assert 'git push --force origin "HEAD:refs/heads/$UPDATE_BRANCH"' in script
+    assert "HEAD^{tree}" in script and "FETCH_HEAD^{tree}" in script
+    assert script.index('gh pr list --head "$UPDATE_BRANCH" --state open') < script.index("gh pr create")
+    assert "gh pr edit" in script
+    # issues: searched by exact title (open or closed) before one is created; labels made with --force
+    assert script.index("gh issue list --state all") < script.index("gh issue create")
+    assert 'select(.title == \\"$title\\")' in script and "gh issue edit" in script
+    title = re.search(r'title="(patcher update: transformers \$version[^"]*)"', script)
+    assert title and "$state" not in title.group(1) and "$(" not in title.group(1)
+    for line in script.splitlines():
+        if "gh label create" in line:
+            assert "--force" in line, line
+    # the body of the pull request is `patcher review`
+    assert 'patcher review --base "origin/$BASE" --format markdown >> pr-body.md' in script
+
+
+def test_update_workflow_tells_the_states_apart_by_exit_code():
+    from patcher.update import EXIT_CODES
+
+    script = update_script()
+    assert "patcher update --json > update.json" in script
+    handled = re.search(r'case "\$status" in ([\d|]+)\)', script)
+    assert handled and set(handled.group(1).split("|")) == {"0", *map(str, EXIT_CODES.values())}
+    labels = dict(re.findall(r"(\w+)\) label=([\w-]+)", script))
+    assert labels == {"drift": "drift", "failed": "verification-failed"}
+
+
+def test_the_json_fields_the_update_workflow_reads_exist():
+    from patcher import update
+
+    outcome = update.Outcome("5.25.0", "supported", "verified").as_dict()
+    document = update.Update("5.24.0", [update.Outcome("5.25.0", "supported", "verified")]).as_dict()
+    fields = set(re.findall(r"\.([a-z_]+)\b", " ".join(re.findall(r"jq [^\n]*", update_script()))))
+    fields -= {"md", "json"}  # file names on the jq lines (update.json, pr-body.md)
+    assert fields and fields <= set(outcome) | set(document) | {"number", "title"}, fields
+    assert set(update.STATES) >= set(re.findall(r'\.state [!=]= "(\w+)"', update_script()))
+
+
+def test_every_patcher_command_in_the_update_workflow_exists_and_parses(capsys):
+    lines = [line.strip() for line in update_script().splitlines() if line.strip().startswith("patcher ")]
+    commands = patcher_commands("\n".join(lines).replace("$BASE", "main"))
+    assert [c[0] for c in commands] == ["update", "review"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    for words in commands:
+        assert re.search(rf"^\s+{words[0]}\s", help_text, re.MULTILINE), words[0]
+        assert build_parser().parse_args(words).func
+
+
+@pytest.mark.parametrize("workflow", [WORKFLOW, UPDATE], ids=lambda p: p.name)
+def test_every_run_step_is_valid_bash(workflow):
+    for job in load(workflow)["jobs"].values():
+        for step in job["steps"]:
+            if "run" in step:
+                proc = subprocess.run(["bash", "-n", "-c", step["run"]], capture_output=True, text=True)
+                assert proc.returncode == 0, (step.get("name"), proc.stderr)
+
+
+FAKE_GH = r'''#!{python}
+"""A stand-in for the gh CLI: issues kept in gh-state.json, every call logged to gh-calls.txt."""
+import json, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+state = Path("gh-state.json")
+issues = json.loads(state.read_text()) if state.exists() else []
+with open("gh-calls.txt", "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:2] == ["issue", "list"]:
+    expr = args[args.index("--jq") + 1]
+    out = subprocess.run(
+        ["jq", "-r", expr], input=json.dumps(issues), capture_output=True, text=True, check=True
+    )
+    print(out.stdout, end="")
+elif args[:2] == ["issue", "create"]:
+    issues.append({"number": len(issues) + 1, "title": args[args.index("--title") + 1]})
+    state.write_text(json.dumps(issues))
+    print(f"https://github.com/o/r/issues/{len(issues)}")
+'''
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="the workflow's steps use jq (GitHub's runners have it)"
+)
+def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run(tmp_path):
+    """The issue step of update.yml, run twice with a fake gh: issues are created on the first
+    run only; the second run finds each by its title and edits it."""
+    from patcher import update
+
+    step = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if "issue" in s.get("name", ""))
+    document = update.Update(
+        "5.24.0",
+        [
+            update.Outcome("5.25.0", "supported", "verified: passed 30/30"),
+            update.Outcome(
+                "5.25.1", "drift", "strided-slice", drift_report="drift: codemod strided-slice, x"
+            ),
+            update.Outcome("5.26.0", "failed", "FAILED 28/30 (logits: mqa)", failed_checks="logits: mqa"),
+        ],
+    ).as_dict()
+    (tmp_path / "update.json").write_text(json.dumps(document))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(FAKE_GH.replace("{python}", sys.executable))
+    gh.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **load(UPDATE)["env"]}
+
+    def run_step() -> list[list[str]]:
+        calls = tmp_path / "gh-calls.txt"
+        calls.unlink(missing_ok=True)
+        proc = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in calls.read_text().splitlines()]
+
+    first = run_step()
+    created = [c[c.index("--title") + 1] for c in first if c[:2] == ["issue", "create"]]
+    assert created == [
+        "patcher update: transformers 5.25.1 is not supported",
+        "patcher update: transformers 5.26.0 is not supported",
+    ]
+    labels = [
+        [c[i + 1] for i, a in enumerate(c) if a == "--label"] for c in first if c[:2] == ["issue", "create"]
+    ]
+    assert labels == [["patcher-update", "drift"], ["patcher-update", "verification-failed"]]
+    assert not [c for c in first if c[:2] == ["issue", "edit"]]
+    body = (tmp_path / "issue-body.md").read_text()  # the last one written: 5.26.0's
+    assert "transformers **5.26.0**: **failed**" in body and "logits: mqa" in body
+
+    second = run_step()
+    assert not [c for c in second if c[:2] == ["issue", "create"]]
+    assert [c[2] for c in second if c[:2] == ["issue", "edit"]] == ["1", "2"]
+    assert json.loads((tmp_path / "gh-state.json").read_text()) == [
+        {"number": 1, "title": created[0]},
+        {"number": 2, "title": created[1]},
+    ]
