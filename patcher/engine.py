@@ -43,6 +43,9 @@ def load_series(directory: Path = PATCHES_DIR) -> list[type[VaccCodemod]]:
     missing = sorted(modules - seen)
     if missing:
         raise PatcherError(f"patches/{missing[0].replace('-', '_')}.py is not in patches/series; add it")
+    from patcher.outputs import series_digest
+
+    series_digest(directory)  # the key of what is imported now, before it can change on disk
     return [_codemod_class(name, directory) for name in order]
 
 

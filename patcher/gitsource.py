@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from patcher.errors import PatcherError, UsageError
+from patcher.progress import Bars
 
 #: What shapes an output besides patches/: the runner (outputs.series_digest covers the same).
 GENERATOR_FILES = ("patcher/engine.py", "patcher/generate.py", "patcher/outputs.py")
@@ -109,8 +111,10 @@ class Side:
     root: Path
 
 
-def run_sides(sides: list[Side], request: dict, pins: Path) -> dict[str, dict]:
-    """Run the regen worker on each side in parallel; the JSON document of each, by name."""
+def run_sides(sides: list[Side], request: dict, pins: Path, bars: Bars | None = None) -> dict[str, dict]:
+    """Run the regen worker on each side in parallel; the JSON document of each, by name.
+
+    Each worker prints ``[i/n] release`` lines on stderr as it goes; ``bars`` shows them."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PATCHER_PINS_DIR"] = str(pins.resolve())
     with tempfile.TemporaryDirectory(prefix="patcher-sides-") as tmp:
@@ -123,12 +127,26 @@ def run_sides(sides: list[Side], request: dict, pins: Path) -> dict[str, dict]:
             with open(errors, "w") as stderr:
                 proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
             procs[side.name] = (proc, result, errors)
+        _wait(procs, bars)
         out = {}
         for name, (proc, result, errors) in procs.items():
-            proc.wait()
             if proc.returncode != 0 or not result.is_file():
                 lines = [ln for ln in errors.read_text(errors="replace").splitlines() if ln.strip()]
                 last = lines[-1] if lines else f"exit code {proc.returncode}"
                 raise PatcherError(f"generating with the codemods of {name} failed: {last}")
             out[name] = json.loads(result.read_text(encoding="utf-8"))
     return out
+
+
+def _wait(procs: dict[str, tuple[subprocess.Popen, Path, Path]], bars: Bars | None) -> None:
+    """Wait for every worker, feeding the last progress line of each to ``bars``."""
+    while True:
+        running = any(proc.poll() is None for proc, _, _ in procs.values())
+        if bars is not None:
+            for name, (_proc, _result, errors) in procs.items():
+                lines = errors.read_text(errors="replace").splitlines()
+                if lines:
+                    bars.step(name, lines[-1])
+        if not running:
+            return
+        time.sleep(0.2)

@@ -59,9 +59,22 @@ class Output:
 _GENERATORS = ("engine.py", "generate.py", "outputs.py")
 
 
+#: directory -> digest, taken once per process: the code that runs is the code imported then,
+#: so files edited while a long run goes on must not give its outputs a key they do not match.
+_DIGESTS: dict[Path, str] = {}
+
+
 def series_digest(directory: Path = PATCHES_DIR) -> str:
     """sha256 over every codemod source, the series file, the companion files and the
-    modules of patcher that run them."""
+    modules of patcher that run them, as they were when this process first asked
+    (``engine.load_series`` asks before it imports the codemods)."""
+    directory = Path(directory).resolve()
+    if directory not in _DIGESTS:
+        _DIGESTS[directory] = _series_digest(directory)
+    return _DIGESTS[directory]
+
+
+def _series_digest(directory: Path) -> str:
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
     paths = sorted([*directory.glob("*.py"), directory / "series", *(directory / "companion").glob("*.py")])

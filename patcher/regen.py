@@ -134,7 +134,7 @@ def _outputs_document(versions: list[str], jobs: int) -> dict:
 
     blobs: dict[str, str] = {}
     releases: dict[str, dict] = {}
-    for version, result in regenerate(versions, jobs=jobs).items():
+    for version, result in regenerate(versions, jobs=jobs, progress=_stderr).items():
         if isinstance(result, DriftError):
             releases[version] = {"drift": str(result)}
         else:
@@ -148,13 +148,19 @@ def _steps_document(versions: list[str]) -> dict:
     pinned = pins.load_pins()
     blobs: dict[str, str] = {}
     releases: dict[str, dict] = {}
-    for version in versions:
+    for i, version in enumerate(versions, 1):
         steps = release_steps(upstream.fetch(version, pinned))
+        _stderr(f"[{i}/{len(versions)}] {version}")
         releases[version] = {
             file: {"names": names, "steps": [_digest(text, blobs) for text in texts]}
             for file, (names, texts) in steps.items()
         }
     return {"releases": releases, "blobs": blobs}
+
+
+def _stderr(message: str) -> None:
+    """A worker's progress line, for the parent (``gitsource.run_sides``) to show."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def worker(root: Path, request: dict) -> dict:

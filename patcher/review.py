@@ -22,6 +22,7 @@ from patcher import attribution, gitsource, lockfile
 from patcher.errors import UsageError
 from patcher.outputs import CONFIGURATION, MODELING, OUTPUT_NAMES
 from patcher.pins import load_pins
+from patcher.progress import Bars
 
 WORKING_TREE = "working tree"
 COMPANION = "(companion file)"
@@ -146,7 +147,9 @@ def review(root: Path, ref: str) -> Review:
     with tempfile.TemporaryDirectory(prefix="patcher-review-") as tmp:
         gitsource.materialise(commit, Path(tmp))
         sides = [gitsource.Side(ref, Path(tmp)), gitsource.Side(WORKING_TREE, root)]
-        docs = gitsource.run_sides(sides, {"mode": "outputs", "versions": pinned, "jobs": 1}, pins_dir)
+        with Bars("regenerating") as bars:
+            request = {"mode": "outputs", "versions": pinned, "jobs": 1}
+            docs = gitsource.run_sides(sides, request, pins_dir, bars)
         base, head = docs[ref], docs[WORKING_TREE]
         groups: dict[tuple, Group] = {}
         for version in pinned:
@@ -165,7 +168,8 @@ def review(root: Path, ref: str) -> Review:
         changed = [g for g in groups.values() if g.status == "changed"]
         if changed:
             firsts = [g.releases[0] for g in changed]
-            steps = gitsource.run_sides(sides, {"mode": "steps", "versions": firsts}, pins_dir)
+            with Bars("attributing") as bars:
+                steps = gitsource.run_sides(sides, {"mode": "steps", "versions": firsts}, pins_dir, bars)
             for group in changed:
                 _attribute(group, base, head, steps[ref], steps[WORKING_TREE])
     for group in groups.values():

@@ -332,3 +332,20 @@ def test_force_leaves_no_file_of_an_earlier_run_beside_the_new_set(out: Path) ->
     partial = {k: v for k, v in output("new").items() if k != "configuration_gemma_vacc.py"}
     write_output(partial, out, force=True)
     assert contents(out) == {**partial, "weights.safetensors": "precious"}
+
+
+def test_the_output_key_is_of_the_code_imported_not_of_files_edited_since(tmp_path):
+    """A codemod edited on disk while a run goes on must not give that run's outputs (made by
+    the code imported before) the key of the edited code: the cache would serve them later as
+    the edited code's outputs."""
+    import shutil
+
+    from patcher import engine, outputs
+
+    copy = tmp_path / "patches"
+    shutil.copytree(engine.PATCHES_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    engine.load_series(copy)  # takes the digest of what it imports
+    before = outputs._DIGESTS[copy.resolve()]
+    (copy / "quantize.py").write_text((copy / "quantize.py").read_text() + "\n# edited\n")
+    assert outputs.series_digest(copy) == before
+    assert outputs._series_digest(copy.resolve()) != before  # the files did change

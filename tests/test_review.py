@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from trees import QUANTIZE_EDIT, SUBSET, copy_tree, edit
 
-from patcher import regen, review_render
+from patcher import progress, regen, review_render
 from patcher.cli import main
 from patcher.errors import DriftError
 from patcher.review import review as run_review
@@ -55,10 +55,54 @@ def repo(tmp_path_factory):
     return root
 
 
+class RecordingBars:
+    """Stands in for ``progress.Bars``: records the progress lines each side reported."""
+
+    seen: list[tuple[str, str, str]] = []
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def step(self, name: str, line: str) -> None:
+        self.seen.append((self.title, name, line))
+
+
 @pytest.fixture(scope="module")
 def report(repo):
-    """The review of the quantize commit, computed once for the format tests."""
-    return run_review(repo, "HEAD~1")
+    """The review of the quantize commit, computed once for the format tests (and the
+    progress it reported)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("patcher.review.Bars", RecordingBars)
+        mp.setenv("PATCHER_OUTPUT_CACHE", "0")  # every release run, so every step reported
+        return run_review(repo, "HEAD~1")
+
+
+def test_both_sides_report_progress_to_the_end(report):
+    for title in ("regenerating", "attributing"):
+        for side in ("HEAD~1", "working tree"):
+            lines = [line for t, name, line in RecordingBars.seen if (t, name) == (title, side)]
+            steps = [s for s in map(progress.parse_step, lines) if s]
+            assert steps, (title, side, lines)
+            done, total, _ = steps[-1]
+            assert done == total, (title, side, lines[-1])
+
+
+def test_bars_are_quiet_off_a_terminal(capsys):
+    with progress.Bars("x", live=False) as bars:
+        bars.step("side", "[1/2] 4.40.0: ok")
+    assert capsys.readouterr() == ("", "")
+    assert progress.parse_step("[12/40] 4.45.0 (+2 sharing its files): ok") == (
+        12,
+        40,
+        "4.45.0 (+2 sharing its files): ok",
+    )
+    assert progress.parse_step("regenerating 115 releases") is None
 
 
 def review(repo, capsys, *args):
