@@ -7,6 +7,7 @@ output (reused from the output cache when possible) and reports what changed.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from patcher import checkpoint, outputs
@@ -26,9 +27,19 @@ def cmd_install(args: argparse.Namespace) -> int:
         checkpoint.with_auto_map(config, force=args.force)
         up = upstream_for(args.transformers)
         output = outputs.generate_cached(up)
+        before = _installed_release(weights)
         done = checkpoint.install(weights, output.files, force=args.force, mark=NOTICE_MARK)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    if done.changed and before not in (None, up.version):
+        say(f"replaced the vacc files of transformers {before} with those of {up.version}")
+    saved = _saved_with(config)
+    if saved is not None and saved != up.version:
+        say(
+            f"warning: {weights / 'config.json'} says transformers_version {saved}, the vacc files are "
+            f"of {up.version}; load this checkpoint with transformers {up.version}, or install "
+            f"--transformers {saved} instead"
+        )
     if not done.changed:
         print(f"{weights}: already holds the vacc files of transformers {up.version}; nothing changed")
         return 0
@@ -37,6 +48,24 @@ def cmd_install(args: argparse.Namespace) -> int:
     if done.backup:
         say(f"kept the original config.json as {done.backup}")
     return 0
+
+
+def _installed_release(weights: Path) -> str | None:
+    """The release named by the notice of the vacc modeling file already in ``weights``."""
+    try:
+        text = (weights / outputs.OUTPUT_NAMES[outputs.MODELING]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return outputs.notice_release(text[:4096])
+
+
+def _saved_with(config: str) -> str | None:
+    """``transformers_version`` of a checkpoint's config.json (None when absent or unreadable)."""
+    try:
+        value = json.loads(config).get("transformers_version")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def register(command) -> None:

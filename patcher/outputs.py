@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,13 @@ OUTPUT_NAMES = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuratio
 COMPANIONS = ("quantization_vacc.py",)
 OUTPUT_FILES = (*OUTPUT_NAMES.values(), *COMPANIONS)
 NOTICE_MARK = patches.NOTICE_MARK
+_NOTICE_RELEASE = re.compile(r"^" + re.escape(NOTICE_MARK) + r" from transformers (\S+);", re.M)
+
+
+def notice_release(text: str) -> str | None:
+    """The release a generated file's notice names (None: no notice, or a local upstream's)."""
+    hit = _NOTICE_RELEASE.search(text)
+    return hit.group(1) if hit else None
 
 
 @dataclass(frozen=True)
