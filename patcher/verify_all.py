@@ -313,7 +313,7 @@ def register(command) -> None:
     p = command(
         "verify",
         cmd_verify,
-        "verify outputs against upstream (SPEC section 6): one release, or --all pinned releases",
+        "verify outputs against upstream (checks: README, Verification): one release or --all",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
