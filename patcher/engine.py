@@ -18,10 +18,12 @@ from libcst.codemod import CodemodContext
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 import patches
+from patches import NOTICE_MARK
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.outputs import MODELING, PATCHES_DIR, Report
 from patches import _shapes
 from patches._base import Drift, VaccCodemod
+from patches.library_imports import with_notice
 
 
 # -- the series ------------------------------------------------------------------------------
@@ -124,7 +126,16 @@ def run(
             steps.append(module.code)
     if drifts:
         raise DriftError(_drift_message(drifts, original, file))
+    if notice and not _has_notice(module):  # a --codemod selection without the header's owner
+        module = with_notice(module, notice)
+        if len(steps) > 1:
+            steps[-1] = module.code
     return Result(module.code, reports, steps)
+
+
+def _has_notice(module: cst.Module) -> bool:
+    """Whether the module's header carries patcher's notice (how patcher knows its own files)."""
+    return any(line.comment and line.comment.value.startswith(NOTICE_MARK) for line in module.header)
 
 
 def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:

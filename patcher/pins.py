@@ -27,6 +27,7 @@ from patcher.wheel import GEMMA_FILES, read_gemma_files, sha256_file
 PINS_DIR = Path(__file__).resolve().parent.parent / "upstream_pins"
 RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_WHEEL = re.compile(r"transformers-[0-9.]+-[\w.]+-[\w.]+-[\w.]+\.whl")
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,13 @@ def _parse_pin(path: Path) -> Pin:
         raise _bad_pin(path, "expected exactly the keys files, version, wheel, wheel_sha256")
     version, wheel, wheel_sha, files = data["version"], data["wheel"], data["wheel_sha256"], data["files"]
     if version != path.stem:
-        raise _bad_pin(path, f"it pins {version!r} but is named {path.name}")
-    if not isinstance(wheel, str) or not wheel.endswith(".whl"):
-        raise _bad_pin(path, f"wheel {wheel!r} is not a wheel file name")
+        raise _bad_pin(path, f"it pins {str(version)[:40]!r} but is named {path.name}")
+    try:
+        check_release(version)
+    except UsageError as exc:
+        raise _bad_pin(path, f"version: {exc}") from None
+    if not isinstance(wheel, str) or not _WHEEL.fullmatch(wheel) or not wheel.startswith(f"transformers-{version}-"):
+        raise _bad_pin(path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel")
     if not isinstance(files, dict) or set(files) != set(GEMMA_FILES):
         raise _bad_pin(path, f"files must name exactly {', '.join(GEMMA_FILES)}")
     for digest in (wheel_sha, *files.values()):
