@@ -18,10 +18,9 @@ from libcst.codemod import CodemodContext
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 import patches
-from patches import NOTICE_MARK
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.outputs import MODELING, PATCHES_DIR, Report
-from patches import _shapes
+from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice
 

@@ -122,7 +122,9 @@ def _entry_problem(version: object, raw: object) -> str | None:
         return "is not an object"
     if set(raw) == {"drift"}:
         drift = raw["drift"]
-        if not isinstance(drift, list) or not all(isinstance(n, str) and _CODEMOD.fullmatch(n) for n in drift):
+        if not isinstance(drift, list) or not all(
+            isinstance(n, str) and _CODEMOD.fullmatch(n) for n in drift
+        ):
             return "has a drift that is not a list of codemod names"
         return None
     if set(raw) != {"outputs", "codemods"}:

@@ -282,7 +282,9 @@ def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -
         in_place, foreign = False, []
         if target.is_dir():
             if _read_only(target):
-                raise UsageError(f"--out {shown} is read-only; make it writable (chmod u+w) or choose another --out")
+                raise UsageError(
+                    f"--out {shown} is read-only; make it writable (chmod u+w) or choose another --out"
+                )
             foreign = _foreign_files(target)
             if foreign and not force:
                 raise UsageError(

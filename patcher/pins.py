@@ -76,8 +76,14 @@ def _parse_pin(path: Path) -> Pin:
         check_release(version)
     except UsageError as exc:
         raise _bad_pin(path, f"version: {exc}") from None
-    if not isinstance(wheel, str) or not _WHEEL.fullmatch(wheel) or not wheel.startswith(f"transformers-{version}-"):
-        raise _bad_pin(path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel")
+    if (
+        not isinstance(wheel, str)
+        or not _WHEEL.fullmatch(wheel)
+        or not wheel.startswith(f"transformers-{version}-")
+    ):
+        raise _bad_pin(
+            path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel"
+        )
     if not isinstance(files, dict) or set(files) != set(GEMMA_FILES):
         raise _bad_pin(path, f"files must name exactly {', '.join(GEMMA_FILES)}")
     for digest in (wheel_sha, *files.values()):

@@ -101,7 +101,11 @@ def _sample_data() -> dict:
         ("4.40.2.json", lambda d: {**d, "extra": 1}, "expected exactly the keys"),
         ("4.40.2.json", lambda d: {**d, "wheel_sha256": "A" * 64}, "is not a lowercase hex sha256"),
         ("4.40.2.json", lambda d: {**d, "wheel_sha256": "ab"}, "is not a lowercase hex sha256"),
-        ("4.40.2.json", lambda d: {**d, "wheel": "x.tar.gz"}, "is not the file name of a transformers 4.40.2 wheel"),
+        (
+            "4.40.2.json",
+            lambda d: {**d, "wheel": "x.tar.gz"},
+            "is not the file name of a transformers 4.40.2 wheel",
+        ),
         ("4.40.2.json", lambda d: {**d, "files": {"modeling_gemma.py": "b" * 64}}, "files must name exactly"),
         ("notes.json", lambda d: d, "its name is not <version>.json"),
     ],
