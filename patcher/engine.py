@@ -97,8 +97,34 @@ def run(
     """Apply the codemods meant for ``file`` to ``source``.
 
     Raises ``DriftError`` naming every drifting codemod, with file:line of the upstream
-    unit where each one looked, and produces nothing in that case.
+    unit where each one looked, and produces nothing in that case.  A source whose lines all
+    end in CRLF gives an output whose lines all end in CRLF; any other mix gives LF (the
+    series itself runs on LF, the way Python reads any source).
     """
+    source, newline = split_newlines(source)
+    try:
+        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)
+    except RecursionError:
+        raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
+    if newline != "\n":
+        result.code = result.code.replace("\n", newline)
+        result.steps = [step.replace("\n", newline) for step in result.steps]
+    return result
+
+
+def split_newlines(source: str) -> tuple[str, str]:
+    """``source`` with every line ending made LF, and the line ending to give the output:
+    CRLF when every line of the source ends so, else LF."""
+    if "\r" not in source:
+        return source, "\n"
+    crlf = source.count("\r\n")
+    uniform = crlf == source.count("\n") == source.count("\r")
+    return source.replace("\r\n", "\n").replace("\r", "\n"), "\r\n" if uniform else "\n"
+
+
+def _run(
+    source: str, codemods: list[type[VaccCodemod]], *, file: str, notice: str | None, keep_steps: bool
+) -> Result:
     try:
         original = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:

@@ -26,7 +26,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         checkpoint.with_auto_map(config, force=args.force)
         up = upstream_for(args.transformers)
         output = outputs.generate_cached(up)
-        done = checkpoint.install(weights, output.files, force=args.force, mark=NOTICE_MARK)
+        done = checkpoint.install(
+            weights, output.files, force=args.force, mark=NOTICE_MARK, known=outputs.LEGACY_COMPANIONS
+        )
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     if not done.changed:

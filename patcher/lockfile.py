@@ -15,9 +15,7 @@ newline) so that the lock diff of a pull request shows exactly the releases that
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from packaging.version import Version
 from patcher.cache import is_sha256
 from patcher.errors import UsageError
 from patcher.outputs import OUTPUT_FILES
-from patcher.pins import pins_dir
+from patcher.pins import pins_dir, write_text_atomically
 from patcher.versions import check_release
 
 LOCK_NAME = "lock.json"
@@ -188,15 +186,7 @@ def write_lock(lock: Lock, path: Path) -> bool:
             return False
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lock.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
     return True
 
 
