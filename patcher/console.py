@@ -9,6 +9,7 @@ done: a terminal that cannot show a character (``PYTHONIOENCODING=ascii`` and a 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -36,6 +37,21 @@ def interrupted() -> int:
     return INTERRUPTED
 
 
+def exit_now(code: int) -> None:
+    """End the process at once with ``code``, its output flushed.
+
+    Used after Ctrl-C, once the work is stopped and worker processes ended: the normal
+    interpreter exit can then end ``python -m patcher`` by SIGINT itself (seen with CPython
+    3.11) instead of with the exit code, and it waits for threads that are no longer needed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def entry() -> None:
     """Console-script entry point."""
     tolerant_streams()
@@ -45,4 +61,6 @@ def entry() -> None:
         code = main()
     except KeyboardInterrupt:
         code = interrupted()
+    if code == INTERRUPTED:
+        exit_now(code)
     sys.exit(code)

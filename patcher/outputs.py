@@ -224,13 +224,17 @@ def _make_parents(path: Path) -> list[Path]:
         if ancestor.exists():
             break
         missing.append(ancestor)
-    created = []
-    for directory in reversed(missing):
-        try:
-            directory.mkdir()
-        except FileExistsError:  # made by a concurrent run meanwhile: not ours to remove
-            continue
-        created.append(directory)
+    created: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:  # made by a concurrent run meanwhile: not ours to remove
+                continue
+            created.append(directory)
+    except BaseException:
+        _remove_empty(created)
+        raise
     return created
 
 
