@@ -8,7 +8,11 @@ missing, the old directory is first renamed aside (``.<name>.old-<pid>-<token>``
 one renamed in: a crash between those two renames leaves no directory at the path, only the
 old set beside it, and :func:`recover` — run before every write — renames it back.  Leftovers
 of dead processes (a half-written ``.new-`` sibling, an ``.old-`` one not yet deleted) are
-removed by :func:`recover` too; those of running processes are left alone.
+removed by :func:`recover` too; those of running processes are left alone.  Two runs
+creating the same absent directory at once both succeed: the later one replaces the earlier
+one's set like any old set.  A name too long to fit in a staging name is shortened there
+(with a digest, so that :func:`recover` still finds it).  Entries named in ``carry`` (Python's
+``__pycache__``) are copied into the new directory, so the swap removes nothing.
 
 :func:`replace_files` is for a directory that also holds files that are not ours: each file
 is staged beside its final name and renamed over it, so every file is whole, but the set is
