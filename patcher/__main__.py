@@ -1,5 +1,5 @@
 """``python -m patcher`` is the ``patcher`` console script."""
 
-from patcher.cli import entry
+from patcher.console import entry
 
 entry()

@@ -8,7 +8,11 @@ missing, the old directory is first renamed aside (``.<name>.old-<pid>-<token>``
 one renamed in: a crash between those two renames leaves no directory at the path, only the
 old set beside it, and :func:`recover` — run before every write — renames it back.  Leftovers
 of dead processes (a half-written ``.new-`` sibling, an ``.old-`` one not yet deleted) are
-removed by :func:`recover` too; those of running processes are left alone.
+removed by :func:`recover` too; those of running processes are left alone.  Two runs
+creating the same absent directory at once both succeed: the later one replaces the earlier
+one's set like any old set.  A name too long to fit in a staging name is shortened there
+(with a digest, so that :func:`recover` still finds it).  Entries named in ``carry`` (Python's
+``__pycache__``) are copied into the new directory, so the swap removes nothing.
 
 :func:`replace_files` is for a directory that also holds files that are not ours: each file
 is staged beside its final name and renamed over it, so every file is whole, but the set is
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import re
 import secrets
@@ -61,8 +66,21 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(a))
 
 
+#: Longest name kept whole in a staging name: ``.<name>.new-<pid>-<token>`` must stay within
+#: the 255 bytes a file name may have, so a longer name is shortened (and made unique by digest).
+_NAME_ROOM = 200
+
+
+def _staged_name(name: str) -> str:
+    """``name`` as it appears in staging names: itself, or a unique shortening of a long one."""
+    if len(os.fsencode(name)) <= _NAME_ROOM:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return os.fsdecode(os.fsencode(name)[:100]) + "~" + digest
+
+
 def _sibling(target: Path, kind: str) -> Path:
-    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+    return target.parent / f".{_staged_name(target.name)}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _alive(pid: int) -> bool:
@@ -78,13 +96,14 @@ def _alive(pid: int) -> bool:
 def _leftovers(directory: Path, names: set[str]) -> list[Path]:
     """Entries of ``directory`` staged for one of ``names`` by writers that died, oldest first."""
     found = []
+    staged = {_staged_name(name) for name in names}
     try:
         entries = list(directory.iterdir())
     except OSError:
         return []
     for path in entries:
         match = _LEFTOVER.fullmatch(path.name)
-        if match and match["name"] in names and not _alive(int(match["pid"])):
+        if match and match["name"] in staged and not _alive(int(match["pid"])):
             try:
                 found.append((path.lstat().st_mtime, path.name, path))
             except FileNotFoundError:
@@ -110,11 +129,35 @@ def recover(target: Path, names: tuple[str, ...] = ()) -> bool:
     if target.is_dir():
         stale += _leftovers(target, set(names))
     for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_tree(path)
     return restored
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a staged directory of ours, even one holding a read-only set (a read-only old
+    directory swapped out); errors are ignored, and nothing outside ``path`` is touched."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    root = os.fspath(path)
+
+    def writable_and_retry(function, name, _exc) -> None:
+        parent = os.path.dirname(name)
+        if name == root or not (parent == root or parent.startswith(root + os.sep)):
+            return
+        try:
+            os.chmod(parent, 0o700)
+            function(name)
+        except OSError:
+            pass
+
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    shutil.rmtree(path, onerror=writable_and_retry)
 
 
 def _write_file(path: Path, text: str) -> None:
@@ -146,8 +189,33 @@ def _dir_mode(target: Path) -> int:
         return 0o777 & ~umask
 
 
-def replace_directory(target: Path, files: Mapping[str, str]) -> None:
-    """Make ``target`` a directory holding exactly ``files`` (name -> text), atomically.
+def _carry(target: Path, staging: Path, names: Iterable[str]) -> None:
+    """Copy the entries ``names`` of ``target`` (say ``__pycache__``) into ``staging``, as hard
+    links where the file system allows, so that the swap keeps them."""
+    for name in names:
+        source = target / name
+        if source.is_dir() and not source.is_symlink():
+            try:
+                shutil.copytree(source, staging / name, symlinks=True, copy_function=os.link)
+            except (OSError, shutil.Error):
+                remove_tree(staging / name)
+                shutil.copytree(source, staging / name, symlinks=True)
+
+
+def _rename_new(staging: Path, target: Path) -> bool:
+    """Rename ``staging`` to the absent ``target``; False when a concurrent run made it first."""
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir():
+            return False
+        raise
+    return True
+
+
+def replace_directory(target: Path, files: Mapping[str, str], carry: Iterable[str] = ()) -> None:
+    """Make ``target`` a directory holding exactly ``files`` (name -> text), atomically, plus
+    the entries named in ``carry`` that the old directory had.
 
     Raises OSError; nothing is left behind then but the old directory, untouched.
     """
@@ -156,10 +224,12 @@ def replace_directory(target: Path, files: Mapping[str, str]) -> None:
     try:
         for name, text in files.items():
             _write_file(staging / name, text)
+        if target.is_dir():
+            _carry(target, staging, carry)
         os.chmod(staging, _dir_mode(target))
         _fsync_dir(staging)
-        if not target.exists():
-            os.rename(staging, target)
+        if not target.exists() and _rename_new(staging, target):
+            pass  # created
         elif exchange(staging, target):
             pass  # staging now holds the old set
         else:
@@ -173,7 +243,7 @@ def replace_directory(target: Path, files: Mapping[str, str]) -> None:
             staging = old
         _fsync_dir(target.parent)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
 
 
 def replace_files(target: Path, files: Mapping[str, str], remove: Iterable[str] = ()) -> None:

@@ -15,6 +15,7 @@ This module imports no libcst: the engine is loaded only where a series actually
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, TypeVar
@@ -69,7 +70,21 @@ def series() -> list[type[VaccCodemod]]:
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers (see _stop), so a
+    # worker must not die on its own with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     series()
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: drop the queued tasks and end the running ones (Ctrl-C, or an error
+    in one task that fails the whole command), instead of waiting for them all."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=1.0)
 
 
 def map_upstreams(
@@ -94,13 +109,18 @@ def map_upstreams(
         return [results[i] for i in range(len(items))]
     series()  # loaded here so that forked workers start with it
     order = sorted(range(len(items)), key=lambda i: -len(items[i].modeling))
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), initializer=_init_worker)
+    try:
         futures = {pool.submit(task, items[i]): i for i in order}
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
             if done:
                 done(i, results[i])
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
     return [results[i] for i in range(len(items))]
 
 

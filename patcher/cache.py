@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import platformdirs
 
 from patcher.errors import UpstreamError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a lowercase hex sha256: the only thing a blob may be named.
+
+    Digests come from files anyone can edit (pins, the lock, output-cache records); one that
+    is not a digest must never become a path (``../../victim`` would name a file elsewhere).
+    """
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -37,11 +49,21 @@ class BlobCache:
         self.blobs = self.root / "blobs"
 
     def path(self, sha256: str) -> Path:
-        """Where the blob with this digest lives (whether or not it exists)."""
+        """Where the blob with this digest lives (whether or not it exists).
+
+        Raises ValueError for anything but a sha256: callers validate what they read first
+        and say where it came from; this is the last line of defence.
+        """
+        if not is_sha256(sha256):
+            raise ValueError(f"{str(sha256)[:80]!r} is not a sha256 digest")
         return self.blobs / sha256
 
     def get(self, sha256: str) -> bytes | None:
-        """The blob's bytes, or None when absent or damaged (a damaged blob is deleted)."""
+        """The blob's bytes, or None when absent or damaged.
+
+        A damaged blob is deleted when the cache can be written; a read-only cache keeps it
+        and the caller fetches the file again all the same.
+        """
         path = self.path(sha256)
         try:
             data = path.read_bytes()
@@ -52,7 +74,10 @@ class BlobCache:
                 f"cannot read cache entry {path}: {exc.strerror}; delete it or set PATCHER_CACHE_DIR"
             ) from exc
         if sha256_bytes(data) != sha256:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only cache: the damaged entry stays, unused
             return None
         return data
 

@@ -23,10 +23,13 @@ in a release's own environment without patcher, loads it by path to install exac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +198,8 @@ def read_config(directory: Path) -> str:
         text = raw.decode("utf-8")
         if not isinstance(json.loads(text), dict):
             raise ValueError("not an object")
+    except RecursionError:
+        raise CheckpointError(f"{path} is not a readable JSON object (nested too deeply); {fix}") from None
     except ValueError as exc:
         reason = " ".join(str(exc).split())  # one line, whatever the decoder says
         raise CheckpointError(f"{path} is not a readable JSON object ({reason}); {fix}") from None
@@ -211,9 +216,12 @@ def check_model_type(text: str, *, force: bool = False) -> None:
 
 
 # -- the files ---------------------------------------------------------------------------------
-def _is_ours(existing: str, new: str, mark: str | None) -> bool:
-    """A file patcher wrote: the same bytes as now, or carrying the generated-file notice."""
-    return existing == new or (mark is not None and mark in existing[:8192])
+def _is_ours(existing: str, new: str, mark: str | None, known: frozenset[str] = frozenset()) -> bool:
+    """A file patcher wrote: the same bytes as now, carrying the generated-file notice, or one
+    of the ``known`` digests (files patcher wrote before they carried the notice)."""
+    if existing == new or (mark is not None and mark in existing[:8192]):
+        return True
+    return hashlib.sha256(existing.encode("utf-8")).hexdigest() in known
 
 
 def _read_text(path: Path) -> str | None:
@@ -227,17 +235,62 @@ def _read_text(path: Path) -> str | None:
 
 
 def _stage(directory: Path, name: str, text: str, mode: int) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    """``text`` written beside ``name`` as ``.NAME.new-PID-TOKEN`` (the PID lets a later run
+    tell a dead install's leftovers from a running one's)."""
+    tmp = directory / f".{name}.new-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp, "x", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp)
+    return tmp
+
+
+#: A staged file of a run that was killed: ``.NAME.new-PID-TOKEN``, or ``.NAME.XXXXXXXX.tmp``
+#: as patcher named them before it put the PID in (those are recovered once a minute old).
+_LEFTOVER = re.compile(r"\.(?P<name>.+?)\.(?:new-(?P<pid>\d+)-[0-9a-f]+|[a-z0-9_]{8}\.tmp)")
+_OLD_LEFTOVER_AGE = 60.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # somebody else's process, or cannot tell: leave its files alone
+    return True
+
+
+def recover(directory: Path, names: Iterable[str]) -> list[Path]:
+    """Delete what killed installs staged in ``directory`` for ``names``; the files deleted."""
+    wanted, removed = set(names), []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _LEFTOVER.fullmatch(path.name)
+        if not match or match["name"] not in wanted or not path.is_file() or path.is_symlink():
+            continue
+        if match["pid"] is not None:
+            dead = not _alive(int(match["pid"]))
+        else:
+            try:
+                dead = time.time() - path.stat().st_mtime > _OLD_LEFTOVER_AGE
+            except OSError:
+                continue
+        if dead:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def _default_mode() -> int:
@@ -252,6 +305,7 @@ def install(
     *,
     force: bool = False,
     mark: str | None = None,
+    known: frozenset[str] = frozenset(),
     auto_map: Mapping[str, str] = AUTO_MAP,
 ) -> Installed:
     """Put ``files`` (name -> text) into ``directory`` and the ``auto_map`` into its config.json.
@@ -264,6 +318,7 @@ def install(
     config_text = read_config(directory)
     check_model_type(config_text, force=force)
     new_config = with_auto_map(config_text, auto_map, force=force)
+    recover(directory, [*files, CONFIG, BACKUP])
     result = Installed(directory)
     plan: dict[str, str] = {}
     for name, text in files.items():
@@ -271,7 +326,7 @@ def install(
         if existing == text:
             result.unchanged.append(name)
             continue
-        if existing is not None and not force and not _is_ours(existing, text, mark):
+        if existing is not None and not force and not _is_ours(existing, text, mark, known):
             raise CheckpointError(
                 f"{directory / name} was not generated by patcher; move it away or pass --force to replace it"
             )

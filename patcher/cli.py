@@ -166,6 +166,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     if args.latest == bool(args.versions):
         raise UsageError("give release versions to pin, or --latest (not both)")
     wanted = [pins.latest_release()] if args.latest else [versions.check_release(v) for v in args.versions]
+    pins.check_writable()  # before any download
     for version in wanted:
         say(f"pinning transformers {version} ...")
         pin = pins.pin_release(version)
@@ -296,5 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (kept for callers of ``patcher.cli:entry``)."""
+    from patcher.console import entry
+
+    entry()

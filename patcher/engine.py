@@ -20,8 +20,9 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.outputs import MODELING, PATCHES_DIR, Report
-from patches import _shapes
+from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
+from patches.library_imports import with_notice
 
 
 # -- the series ------------------------------------------------------------------------------
@@ -99,8 +100,34 @@ def run(
     """Apply the codemods meant for ``file`` to ``source``.
 
     Raises ``DriftError`` naming every drifting codemod, with file:line of the upstream
-    unit where each one looked, and produces nothing in that case.
+    unit where each one looked, and produces nothing in that case.  A source whose lines all
+    end in CRLF gives an output whose lines all end in CRLF; any other mix gives LF (the
+    series itself runs on LF, the way Python reads any source).
     """
+    source, newline = split_newlines(source)
+    try:
+        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)
+    except RecursionError:
+        raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
+    if newline != "\n":
+        result.code = result.code.replace("\n", newline)
+        result.steps = [step.replace("\n", newline) for step in result.steps]
+    return result
+
+
+def split_newlines(source: str) -> tuple[str, str]:
+    """``source`` with every line ending made LF, and the line ending to give the output:
+    CRLF when every line of the source ends so, else LF."""
+    if "\r" not in source:
+        return source, "\n"
+    crlf = source.count("\r\n")
+    uniform = crlf == source.count("\n") == source.count("\r")
+    return source.replace("\r\n", "\n").replace("\r", "\n"), "\r\n" if uniform else "\n"
+
+
+def _run(
+    source: str, codemods: list[type[VaccCodemod]], *, file: str, notice: str | None, keep_steps: bool
+) -> Result:
     try:
         original = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
@@ -127,7 +154,16 @@ def run(
             steps.append(module.code)
     if drifts:
         raise DriftError(_drift_message(drifts, original, file))
+    if notice and not _has_notice(module):  # a --codemod selection without the header's owner
+        module = with_notice(module, notice)
+        if len(steps) > 1:
+            steps[-1] = module.code
     return Result(module.code, reports, steps)
+
+
+def _has_notice(module: cst.Module) -> bool:
+    """Whether the module's header carries patcher's notice (how patcher knows its own files)."""
+    return any(line.comment and line.comment.value.startswith(NOTICE_MARK) for line in module.header)
 
 
 def _drift_message(drifts: list[Drift], upstream: cst.Module, file: str) -> str:

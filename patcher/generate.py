@@ -29,21 +29,25 @@ def _local_path(upstream: Upstream, index: int = 0) -> str:
     return (upstream.paths or ("<file>", None))[index] or "<file>"
 
 
-def regenerate_command(upstream: Upstream) -> str:
-    """The command that writes this output again."""
+def regenerate_command(upstream: Upstream, selection: list[str] | None = None) -> str:
+    """The command that writes this output again (with its ``--codemod`` selection, if any)."""
     if upstream.version is not None:
-        return f"patcher apply --transformers {upstream.version}"
-    command = f"patcher apply --upstream {shlex.quote(_local_path(upstream))}"
-    if upstream.paths and upstream.paths[1]:
-        command += f" --config-upstream {shlex.quote(upstream.paths[1])}"
-    return command
+        command = f"patcher apply --transformers {upstream.version}"
+    else:
+        command = f"patcher apply --upstream {shlex.quote(_local_path(upstream))}"
+        if upstream.paths and upstream.paths[1]:
+            command += f" --config-upstream {shlex.quote(upstream.paths[1])}"
+    return command + "".join(f" --codemod {name}" for name in selection or ())
 
 
-def notice(upstream: Upstream, file: str, sha256: str | None, codemods: list[str]) -> str:
+def notice(
+    upstream: Upstream, file: str, sha256: str | None, codemods: list[str], selection: list[str] | None = None
+) -> str:
     """The generated-file notice placed right after upstream's licence header.
 
     Output of a local file says UNPINNED twice: nothing checked that file against a pin, so
-    nothing says which release, if any, it is."""
+    nothing says which release, if any, it is.  ``selection`` is the ``--codemod`` names of an
+    output made with only part of the series (None for the whole series)."""
     if upstream.version is not None:
         source = f"transformers {upstream.version}"
         origin = f"transformers/models/gemma/{file}, sha256 {sha256}"
@@ -56,7 +60,7 @@ def notice(upstream: Upstream, file: str, sha256: str | None, codemods: list[str
             f"{NOTICE_MARK} from {source}; do not edit by hand.",
             f"# Upstream: {origin}",
             f"# Codemods: {', '.join(codemods)}",
-            f"# Regenerate: {regenerate_command(upstream)}",
+            f"# Regenerate: {regenerate_command(upstream, selection)}",
             "# To change it: edit the codemods in patcher's patches/ and regenerate (not this file,"
             " not upstream's modular_gemma.py).",
         ]
@@ -68,7 +72,9 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
 
     Raises ``DriftError`` naming every drifting codemod of both files.
     """
-    series = series if series is not None else engine.load_series()
+    full = engine.load_series()
+    series = series if series is not None else full
+    selection = [c.NAME for c in series] if [c.NAME for c in series] != [c.NAME for c in full] else None
     files: dict[str, str] = {}
     reports: list[Report] = []
     drift: list[str] = []
@@ -87,7 +93,9 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
         if not names:  # a --codemod selection that leaves this file alone: not written
             continue
         try:
-            result = engine.run(source, series, file=file, notice=notice(upstream, file, sha, names))
+            result = engine.run(
+                source, series, file=file, notice=notice(upstream, file, sha, names, selection)
+            )
         except DriftError as exc:
             drift.append(str(exc))
             continue

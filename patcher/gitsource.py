@@ -39,15 +39,48 @@ def open_repo(path: Path):
         ) from None
 
 
+def _fetch_hint(repo) -> str:
+    """How to get a missing commit into this clone."""
+    if (Path(repo.git_dir) / "shallow").exists():
+        return (
+            "this clone is shallow: fetch the history with `git fetch --unshallow` "
+            "(in GitHub Actions, check out with fetch-depth: 0)"
+        )
+    return "fetch it first (e.g. `git fetch origin`)"
+
+
 def resolve(repo, ref: str):
-    """The commit ``ref`` names; UsageError for an unknown ref."""
+    """The commit ``ref`` names, present in the clone with its series; UsageError for an
+    unknown ref, a commit the clone lacks (a shallow clone names commits it does not hold),
+    and a commit from before the codemod series existed."""
     import git
     from gitdb.exc import BadName, BadObject
 
+    errors = (BadName, BadObject, ValueError, git.GitCommandError)
     try:
-        return repo.commit(ref)
-    except (BadName, BadObject, ValueError, git.GitCommandError):
-        raise UsageError(f"unknown git ref {ref!r}; fetch it first (e.g. `git fetch origin`)") from None
+        commit = repo.commit(ref)
+    except errors:
+        raise UsageError(f"unknown git ref {ref!r}; {_fetch_hint(repo)}") from None
+    try:
+        tree = commit.tree  # reads the commit object itself
+    except errors:
+        raise UsageError(
+            f"git ref {ref!r} names commit {commit.hexsha[:12]}, which is not present in this clone; "
+            f"{_fetch_hint(repo)}"
+        ) from None
+    try:
+        tree / "patches" / "series"
+    except KeyError:
+        raise UsageError(
+            f"git ref {ref!r} ({commit.hexsha[:12]}) has no series (patches/series): it is from before "
+            "the codemods existed; give a later ref"
+        ) from None
+    except errors:
+        raise UsageError(
+            f"the files of git ref {ref!r} ({commit.hexsha[:12]}) are not present in this clone; "
+            f"{_fetch_hint(repo)}"
+        ) from None
+    return commit
 
 
 def materialise(commit, dest: Path) -> None:
@@ -121,13 +154,19 @@ def run_sides(sides: list[Side], request: dict, pins: Path, bars: Bars | None = 
         request_file = Path(tmp) / "request.json"
         request_file.write_text(json.dumps(request), encoding="utf-8")
         procs = {}
-        for i, side in enumerate(sides):
-            result, errors = Path(tmp) / f"result-{i}.json", Path(tmp) / f"stderr-{i}.txt"
-            cmd = [sys.executable, str(REGEN), str(side.root.resolve()), str(request_file), str(result)]
-            with open(errors, "w") as stderr:
-                proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            procs[side.name] = (proc, result, errors)
-        _wait(procs, bars)
+        try:
+            for i, side in enumerate(sides):
+                result, errors = Path(tmp) / f"result-{i}.json", Path(tmp) / f"stderr-{i}.txt"
+                cmd = [sys.executable, str(REGEN), str(side.root.resolve()), str(request_file), str(result)]
+                with open(errors, "w") as stderr:
+                    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                procs[side.name] = (proc, result, errors)
+            _wait(procs, bars)
+        except BaseException:  # Ctrl-C or an error: the workers stop with this process
+            for proc, _, _ in procs.values():
+                proc.kill()
+                proc.wait()
+            raise
         out = {}
         for name, (proc, result, errors) in procs.items():
             if proc.returncode != 0 or not result.is_file():

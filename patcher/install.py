@@ -28,7 +28,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         up = upstream_for(args.transformers)
         output = outputs.generate_cached(up)
         before = _installed_release(weights)
-        done = checkpoint.install(weights, output.files, force=args.force, mark=NOTICE_MARK)
+        done = checkpoint.install(
+            weights, output.files, force=args.force, mark=NOTICE_MARK, known=outputs.LEGACY_COMPANIONS
+        )
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     if done.changed and before not in (None, up.version):

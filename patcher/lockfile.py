@@ -15,20 +15,23 @@ newline) so that the lock diff of a pull request shows exactly the releases that
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import Version
 
+from patcher.cache import is_sha256
 from patcher.errors import UsageError
-from patcher.pins import pins_dir
+from patcher.outputs import OUTPUT_FILES
+from patcher.pins import pins_dir, write_text_atomically
+from patcher.versions import check_release
 
 LOCK_NAME = "lock.json"
 FORMAT = 1
 _DRIFT_LINE = re.compile(r"^drift: codemod ([\w-]+),", re.MULTILINE)
+_CODEMOD = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_CONTRIBUTION = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -100,30 +103,78 @@ def _bad(path: Path, why: str) -> UsageError:
     return UsageError(f"{path} is not a valid lock ({why}); restore it from git or run `patcher lock`")
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else text[:47] + "…"
+
+
+def _entry_problem(version: object, raw: object) -> str | None:
+    """What is wrong with one release's entry, or None.  Every value that is later used as a
+    version, a file name or a digest (a cache path) must be exactly one."""
+    try:
+        if not isinstance(version, str) or check_release(version) != version:
+            return "is not a release version"
+    except UsageError:
+        return "is not a release version"
+    if not isinstance(raw, dict):
+        return "is not an object"
+    if set(raw) == {"drift"}:
+        drift = raw["drift"]
+        if not isinstance(drift, list) or not all(
+            isinstance(n, str) and _CODEMOD.fullmatch(n) for n in drift
+        ):
+            return "has a drift that is not a list of codemod names"
+        return None
+    if set(raw) != {"outputs", "codemods"}:
+        return "has neither outputs and codemods nor drift"
+    outputs, codemods = raw["outputs"], raw["codemods"]
+    if not isinstance(outputs, dict) or not isinstance(codemods, dict):
+        return "has outputs or codemods that are not objects"
+    for name, digest in outputs.items():
+        if name not in OUTPUT_FILES:
+            return f"names an output {_shown(name)} patcher does not write"
+        if not is_sha256(digest):
+            return f"has {_shown(digest)} for {name}, not a sha256"
+    for name, digest in codemods.items():
+        if not isinstance(name, str) or not _CODEMOD.fullmatch(name):
+            return f"names a codemod {_shown(name)} that is not a codemod name"
+        if not isinstance(digest, str) or not _CONTRIBUTION.fullmatch(digest):
+            return f"has {_shown(digest)} for codemod {name}, not a 16-digit hex digest"
+    return None
+
+
 def read_lock(path: Path) -> Lock:
-    """The lock at ``path``; UsageError when it is missing or malformed."""
+    """The lock at ``path``; UsageError when it is missing or malformed.
+
+    The lock is a file of the repository, so a pull request can change it: every entry is
+    validated before any of its values is used (a digest becomes a cache path).
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"there is no lock at {path}; run `patcher lock` to write one") from None
+    except RecursionError:
+        raise _bad(path, "nested too deeply") from None
     except (OSError, ValueError) as exc:
-        raise _bad(path, str(exc)) from None
+        raise _bad(path, " ".join(str(exc).split())) from None
     if (
         not isinstance(data, dict)
         or data.get("format") != FORMAT
         or not isinstance(data.get("releases"), dict)
     ):
         raise _bad(path, f"expected format {FORMAT} with releases")
-    lock = Lock(series_digest=str(data.get("series_digest", "")))
+    digest = data.get("series_digest", "")
+    if digest != "" and not is_sha256(digest):
+        raise _bad(path, f"series_digest {_shown(digest)} is not a sha256")
+    lock = Lock(series_digest=digest)
     for version, raw in data["releases"].items():
-        if not isinstance(raw, dict):
-            raise _bad(path, f"entry of {version} is not an object")
-        if "drift" in raw and isinstance(raw["drift"], list):
+        problem = _entry_problem(version, raw)
+        if problem:
+            raise _bad(path, f"entry {_shown(version)} {problem}")
+        if "drift" in raw:
             lock.releases[version] = Entry(drift=tuple(raw["drift"]))
-        elif isinstance(raw.get("outputs"), dict) and isinstance(raw.get("codemods"), dict):
-            lock.releases[version] = Entry(outputs=dict(raw["outputs"]), codemods=dict(raw["codemods"]))
         else:
-            raise _bad(path, f"entry of {version} has neither outputs and codemods nor drift")
+            lock.releases[version] = Entry(outputs=dict(raw["outputs"]), codemods=dict(raw["codemods"]))
     return lock
 
 
@@ -135,15 +186,7 @@ def write_lock(lock: Lock, path: Path) -> bool:
             return False
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lock.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
     return True
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import patches
 from patcher import atomicdir
-from patcher.cache import BlobCache, cache_root
-from patcher.errors import UsageError
+from patcher.cache import BlobCache, cache_root, is_sha256
+from patcher.errors import PatcherError, UsageError
 from patcher.upstream import Upstream
 
 PATCHES_DIR = Path(patches.__file__).resolve().parent
@@ -105,7 +105,12 @@ def output_key(upstream: Upstream, codemods: list[str] | None) -> str:
 
 
 class OutputCache:
-    """Generated outputs by key: a small JSON manifest per key, the files as blobs."""
+    """Generated outputs by key: a small JSON record per key, the files as blobs.
+
+    A record is only trusted for the key it says it was written for: each names its own key,
+    file names and blob digests, and a record that does not (damaged, from an older patcher,
+    or another release's record copied over this one) is a miss, regenerated and rewritten.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or cache_root()) / "outputs"
@@ -113,32 +118,50 @@ class OutputCache:
 
     def get(self, key: str, upstream: Upstream) -> Output | None:
         try:
-            manifest = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8"))
+            record = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8"))
+            if not _valid_record(record, key):
+                return None
             files = {}
-            for name, sha in manifest["files"].items():
+            for name, sha in record["files"].items():
                 data = self.blobs.get(sha)  # checked against its digest; damaged -> None
                 if data is None:
                     return None
                 files[name] = data.decode("utf-8")
             reports = [
                 Report(r["codemod"], r["file"], tuple(r["shapes"]), r["added"], r["removed"])
-                for r in manifest["reports"]
+                for r in record["reports"]
             ]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, PatcherError):
             return None
         return Output(upstream, files, reports)
 
     def put(self, key: str, output: Output) -> None:
+        tmp = None
         try:
             files = {name: self.blobs.put(text.encode("utf-8")) for name, text in output.files.items()}
-            manifest = {"files": files, "reports": [asdict(r) for r in output.reports]}
+            record = {"key": key, "files": files, "reports": [asdict(r) for r in output.reports]}
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".manifest-")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(manifest, handle, indent=1, sort_keys=True)
+                json.dump(record, handle, indent=1, sort_keys=True)
             os.replace(tmp, self.root / f"{key}.json")
-        except OSError:
-            pass  # the cache is an optimisation: failing to fill it must not fail the command
+        except (OSError, PatcherError):
+            # the cache is an optimisation (a shared read-only cache is normal in CI):
+            # failing to fill it must not fail the command
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+def _valid_record(record: object, key: str) -> bool:
+    """Whether an output-cache record is one for ``key``: its own key, known file names, and
+    sha256 digests (they become blob paths)."""
+    return (
+        isinstance(record, dict)
+        and record.get("key") == key
+        and isinstance(record.get("files"), dict)
+        and all(name in OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
+        and isinstance(record.get("reports"), list)
+    )
 
 
 def generate_cached(upstream: Upstream, codemods: list[str] | None = None) -> Output:
@@ -162,17 +185,41 @@ def default_out_dir(upstream: Upstream) -> Path:
     return Path("build") / f"transformers-{upstream.version or 'local'}"
 
 
+#: sha256 of the ``quantization_vacc.py`` files patcher shipped before the companion carried
+#: its notice: still patcher's own, so that outputs of those versions are replaced, not refused.
+LEGACY_COMPANIONS = frozenset(
+    {
+        "481f7d6177d0b026d014173f43c5d37db5297cbab835afc9792c4f3372171c9f",
+        "7d13993a4b53ce31fc190fd1f149e1a59e7ae93c90581511aa6b0dce223fb611",
+    }
+)
+#: Entries of an output directory that Python, not the user, makes from patcher's files.  They
+#: are not patcher's either, so they are carried over into the new directory, never dropped.
+CARRIED = ("__pycache__",)
+
+
+def is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a file patcher wrote: one of its names, carrying its notice (or a
+    companion of an earlier version, recognised by digest)."""
+    if path.name not in OUTPUT_FILES or path.is_symlink() or not path.is_file():
+        return False
+    if NOTICE_MARK in _head(path):
+        return True
+    if path.name in COMPANIONS:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() in LEGACY_COMPANIONS
+        except OSError:
+            return False
+    return False
+
+
 def _foreign_files(directory: Path) -> list[str]:
-    """Files in ``directory`` that patcher did not write."""
-    foreign = []
-    for path in sorted(directory.iterdir()):
-        if path.name == "__pycache__":
-            continue
-        if path.name not in OUTPUT_FILES or not path.is_file():
-            foreign.append(path.name)
-        elif path.name in OUTPUT_NAMES.values() and NOTICE_MARK not in _head(path):
-            foreign.append(path.name)
-    return foreign
+    """Entries of ``directory`` that patcher did not write (``__pycache__`` aside: it is kept)."""
+    return [
+        path.name
+        for path in sorted(directory.iterdir())
+        if not (path.name in CARRIED and path.is_dir() and not path.is_symlink()) and not is_own_file(path)
+    ]
 
 
 def _head(path: Path) -> str:
@@ -191,6 +238,36 @@ def _parent_problem(path: Path) -> str | None:
     return None
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parents of ``path``; the ones created, outermost first."""
+    missing = []
+    for ancestor in path.parents:
+        if ancestor.exists():
+            break
+        missing.append(ancestor)
+    created: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:  # made by a concurrent run meanwhile: not ours to remove
+                continue
+            created.append(directory)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return created
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed write created, innermost first, if still empty."""
+    for directory in reversed(directories):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (somebody else's files) or gone: leave it and its parents
+
+
 def _holds_cwd(directory: Path) -> bool:
     try:
         cwd = Path.cwd().resolve()
@@ -199,24 +276,40 @@ def _holds_cwd(directory: Path) -> bool:
     return cwd == directory or directory in cwd.parents
 
 
+def _read_only(directory: Path) -> bool:
+    """Whether the user made ``directory`` read-only (no write bit, or no write access)."""
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return False
+    return mode & 0o222 == 0 or not os.access(directory, os.W_OK)
+
+
 def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -> None:
     """Write ``files`` into ``out_dir`` so that readers see the old set or the new, never a mix.
 
     The files are written to a hidden sibling directory which then takes the place of
     ``out_dir`` in one step (:mod:`patcher.atomicdir`); leftovers of an interrupted earlier
-    write are cleaned up first.  A directory holding files patcher did not write is refused
-    unless ``force``; with ``force`` those files are kept, and patcher's files are replaced
-    one by one beside them (each file whole).  The same happens when ``out_dir`` is the
-    current directory or holds it, which a swap would pull away from under the shell.
+    write are cleaned up first, and ``__pycache__`` is carried over.  A directory holding
+    files patcher did not write is refused unless ``force``; with ``force`` those files are
+    kept, and patcher's files are replaced one by one beside them (each file whole).  The
+    same happens when ``out_dir`` is the current directory or holds it, which a swap would
+    pull away from under the shell.  A read-only ``out_dir`` is refused.  When the write
+    fails, the parent directories it created are removed again.
     """
     shown = Path(out_dir)
     target = Path(os.path.realpath(shown))  # a symlinked --out: replace the directory it points to
+    created: list[Path] = []
     try:
         atomicdir.recover(target, tuple(OUTPUT_FILES))
         if target.exists() and not target.is_dir():
             raise UsageError(f"--out {shown} is a file, not a directory; choose another --out")
         in_place, foreign = False, []
         if target.is_dir():
+            if _read_only(target):
+                raise UsageError(
+                    f"--out {shown} is read-only; make it writable (chmod u+w) or choose another --out"
+                )
             foreign = _foreign_files(target)
             if foreign and not force:
                 raise UsageError(
@@ -229,14 +322,18 @@ def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -
             problem = _parent_problem(target)
             if problem:
                 raise UsageError(f"cannot create {shown}: {problem}; choose another --out")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created = _make_parents(target)
         if in_place:  # patcher's files of an earlier run that this one does not write go too
             stale = [
                 n for n in OUTPUT_FILES if n not in files and n not in foreign and (target / n).is_file()
             ]
             atomicdir.replace_files(target, files, remove=stale)
         else:
-            atomicdir.replace_directory(target, files)
+            atomicdir.replace_directory(target, files, carry=CARRIED)
     except OSError as exc:
+        _remove_empty(created)
         where = exc.filename or target
         raise UsageError(f"cannot write {shown} ({where}: {exc.strerror}); choose another --out") from None
+    except BaseException:
+        _remove_empty(created)
+        raise

@@ -27,6 +27,7 @@ from patcher.wheel import GEMMA_FILES, read_gemma_files, sha256_file
 PINS_DIR = Path(__file__).resolve().parent.parent / "upstream_pins"
 RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_WHEEL = re.compile(r"transformers-[0-9.]+-[\w.]+-[\w.]+-[\w.]+\.whl")
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,27 @@ def _parse_pin(path: Path) -> Pin:
     """Read and validate one pin file; the file name must be ``<version>.json``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise _bad_pin(path, "not readable JSON: nested too deeply") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _bad_pin(path, f"not readable JSON: {exc}") from exc
+        raise _bad_pin(path, f"not readable JSON: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict) or set(data) != {"version", "wheel", "wheel_sha256", "files"}:
         raise _bad_pin(path, "expected exactly the keys files, version, wheel, wheel_sha256")
     version, wheel, wheel_sha, files = data["version"], data["wheel"], data["wheel_sha256"], data["files"]
     if version != path.stem:
-        raise _bad_pin(path, f"it pins {version!r} but is named {path.name}")
-    if not isinstance(wheel, str) or not wheel.endswith(".whl"):
-        raise _bad_pin(path, f"wheel {wheel!r} is not a wheel file name")
+        raise _bad_pin(path, f"it pins {str(version)[:40]!r} but is named {path.name}")
+    try:
+        check_release(version)
+    except UsageError as exc:
+        raise _bad_pin(path, f"version: {exc}") from None
+    if (
+        not isinstance(wheel, str)
+        or not _WHEEL.fullmatch(wheel)
+        or not wheel.startswith(f"transformers-{version}-")
+    ):
+        raise _bad_pin(
+            path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel"
+        )
     if not isinstance(files, dict) or set(files) != set(GEMMA_FILES):
         raise _bad_pin(path, f"files must name exactly {', '.join(GEMMA_FILES)}")
     for digest in (wheel_sha, *files.values()):
@@ -98,19 +111,49 @@ def load_pins(directory: Path | None = None) -> dict[str, Pin]:
     return {pin.version: pin for _, pin in sorted(pins, key=lambda item: item[0])}
 
 
+def cannot_write(path: Path, exc: OSError) -> UsageError:
+    """The one-line error for a pins directory (or the lock in it) that cannot be written."""
+    where = exc.filename or path
+    return UsageError(
+        f"cannot write {path} ({where}: {exc.strerror}); make {path.parent} writable, "
+        "or set PATCHER_PINS_DIR to a writable copy of upstream_pins/"
+    )
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary sibling and one rename; UsageError when the
+    directory cannot be written (nothing is left behind then)."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def check_writable(directory: Path | None = None) -> None:
+    """Refuse, before any download, a pins directory that cannot take a new pin."""
+    root = pins_dir(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise cannot_write(root / "<version>.json", exc) from None
+
+
 def write_pin(pin: Pin, directory: Path | None = None) -> Path:
     """Write ``<directory>/<version>.json`` atomically and return its path."""
-    root = pins_dir(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{pin.version}.json"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{pin.version}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(pin.to_json())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = pins_dir(directory) / f"{pin.version}.json"
+    write_text_atomically(target, pin.to_json())
     return target
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import tempfile
@@ -26,8 +27,16 @@ from patcher import pypi
 from patcher.cache import BlobCache, cache_root, sha256_bytes
 from patcher.errors import UpstreamError, UsageError
 from patcher.pins import Pin, load_pins
-from patcher.versions import FIRST_GEMMA
-from patcher.wheel import CONFIGURATION, GEMMA_FILES, MODELING, read_gemma_files, sha256_file
+from patcher.versions import FIRST_GEMMA, check_release
+from patcher.wheel import (
+    CONFIGURATION,
+    GEMMA_FILES,
+    MAX_UPSTREAM_BYTES,
+    MODELING,
+    check_size,
+    read_gemma_files,
+    sha256_file,
+)
 
 __all__ = ["Upstream", "cache_root", "fetch", "from_files", "from_installed"]
 
@@ -56,8 +65,10 @@ class Upstream:
 
 
 def _decode(data: bytes, where: str, error: type[Exception] = UpstreamError) -> str:
+    """UTF-8 text, without the byte-order mark some editors put first (Python ignores it too;
+    the digest is still that of the bytes as they are)."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise error(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
@@ -179,6 +190,35 @@ def _same_release(a: str, b: str) -> bool:
         return a == b
 
 
+def _pin_of_same_files(version: str, contents: Mapping[str, bytes], pins: Mapping[str, Pin]) -> Pin | None:
+    """For a post-release or local build (``4.40.2.post1``, ``4.40.2+vacc``): the pin of its
+    base release when the installed files are byte for byte the ones that pin records."""
+    try:
+        base = Version(version).base_version
+    except InvalidVersion:
+        return None
+    pin = pins.get(base)
+    if pin is None or any(sha256_bytes(data) != pin.files[name] for name, data in contents.items()):
+        return None
+    return pin
+
+
+def _unpinned_installed(version: str, package: Path) -> str:
+    """What to do about an installed transformers that no pin covers."""
+    files = package / "models" / "gemma" / MODELING
+    try:
+        check_release(version)
+    except UsageError:  # a post-release, pre-release or local build: `patcher pin` refuses it
+        return (
+            f"installed transformers {version} (at {package}) is not a final release, so it cannot be "
+            f"pinned; pass its files with --upstream {files}, or install a pinned final release"
+        )
+    return (
+        f"installed transformers {version} (at {package}) is not pinned; run `patcher pin {version}` "
+        "first, or pass its files with --upstream"
+    )
+
+
 def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
     """The Gemma files of the transformers importable beside patcher, checked against its pin.
 
@@ -193,6 +233,7 @@ def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
     contents: dict[str, bytes] = {}
     for name in GEMMA_FILES:
         try:
+            check_size((gemma / name).stat().st_size, f"installed {gemma / name}", UsageError)
             contents[name] = (gemma / name).read_bytes()
         except FileNotFoundError:
             raise UsageError(
@@ -204,10 +245,9 @@ def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
     pins = load_pins() if pins is None else pins
     pin = next((p for v, p in pins.items() if _same_release(v, version)), None)
     if pin is None:
-        raise UsageError(
-            f"installed transformers {version} (at {package}) is not pinned; run `patcher pin {version}` "
-            "first, or pass its files with --upstream"
-        )
+        pin = _pin_of_same_files(version, contents, pins)
+    if pin is None:
+        raise UsageError(_unpinned_installed(version, package))
     for name, data in contents.items():
         actual = sha256_bytes(data)
         if actual != pin.files[name]:
@@ -215,14 +255,20 @@ def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
                 f"installed {gemma / name} has sha256 {actual} but the pin of transformers {pin.version} "
                 f"says {pin.files[name]} (modified locally?); reinstall transformers=={pin.version}"
             )
-    return _from_pinned_bytes(pin, contents, f"installed transformers {pin.version} at {package}")
+    return _from_pinned_bytes(pin, contents, f"installed transformers {version} at {package}")
 
 
 def _read_local(path: Path) -> bytes:
+    """A local file's bytes, read no further than the size limit (``/dev/zero`` ends too)."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_UPSTREAM_BYTES + 1)
+            if len(data) > MAX_UPSTREAM_BYTES:
+                size = os.fstat(handle.fileno()).st_size
+                check_size(max(size, len(data)), f"upstream file {path}", UsageError)
     except OSError as exc:
         raise UsageError(f"cannot read upstream file {path}: {exc.strerror}") from exc
+    return data
 
 
 def _python_text(data: bytes, path: Path) -> str:
@@ -230,6 +276,8 @@ def _python_text(data: bytes, path: Path) -> str:
     text = _decode(data, str(path), UsageError)
     try:
         compile(text, str(path), "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except (RecursionError, MemoryError):
+        raise UsageError(f"{path} is nested too deeply to be read; give a valid upstream file") from None
     except SyntaxError as exc:
         where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
         raise UsageError(f"{where}: {exc.msg}; give a valid Python file") from None

@@ -17,6 +17,20 @@ CONFIGURATION = "configuration_gemma.py"
 GEMMA_FILES = (CONFIGURATION, MODELING)
 GEMMA_DIR = "transformers/models/gemma"
 
+#: The largest upstream file patcher reads.  Upstream Gemma files are 20-70 KB; the series'
+#: time and memory grow with the file (about 35 s and 500 MB for 1 MiB), so anything larger
+#: is refused before it is parsed rather than left to exhaust the machine.
+MAX_UPSTREAM_BYTES = 1 << 20
+
+
+def check_size(size: int, where: str, error: type[Exception] = UpstreamError) -> None:
+    """Refuse an upstream file over :data:`MAX_UPSTREAM_BYTES`, in one line."""
+    if size > MAX_UPSTREAM_BYTES:
+        raise error(
+            f"{where} is {size:,} bytes; patcher reads upstream files of at most 1 MiB "
+            "(upstream Gemma files are about 60 KB)"
+        )
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks (wheels are tens of MB)."""
@@ -39,6 +53,7 @@ def read_gemma_files(wheel: Path) -> dict[str, bytes]:
                     raise UpstreamError(
                         f"wheel {wheel.name} has no {member}; Gemma needs transformers >= 4.38"
                     )
+                check_size(archive.getinfo(member).file_size, f"{member} in wheel {wheel.name}")
                 found[name] = archive.read(member)
     except (zipfile.BadZipFile, OSError) as exc:
         raise UpstreamError(f"wheel {wheel.name} is not a readable zip ({exc}); fetch it again") from exc

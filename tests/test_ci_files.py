@@ -285,3 +285,17 @@ def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run
         {"number": 1, "title": created[0]},
         {"number": 2, "title": created[1]},
     ]
+
+
+def test_ci_runs_the_readme_command_and_the_lowest_direct_tier():
+    """``.ci/run`` runs the README's test command as written, then the unit tier with the
+    lowest allowed version of every direct dependency (issue 9: honest floors)."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -n 2"
+    assert command in readme and command in script
+    lowest = [line for line in script.splitlines() if "--resolution lowest-direct" in line]
+    assert lowest and "uv pip install" in lowest[0] and "'.[test]'" in lowest[0]
+    unit = [line for line in script.splitlines() if line.startswith(".venv-lowest/bin/python -m pytest")]
+    assert unit and '-m "not network and not verify and not mutation"' in unit[0]
+    assert script.index("--resolution lowest-direct") < script.index(unit[0])

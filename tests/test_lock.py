@@ -12,21 +12,21 @@ from patcher.cli import main
 from patcher.errors import DriftError
 from patcher.lockfile import Difference, Entry, Lock, compare, release_spans
 
-A = {"modeling_gemma_vacc.py": "a" * 64, "quantization_vacc.py": "q" * 64}
-B = {"modeling_gemma_vacc.py": "b" * 64, "quantization_vacc.py": "q" * 64}
+A = {"modeling_gemma_vacc.py": "a" * 64, "quantization_vacc.py": "e" * 64}
+B = {"modeling_gemma_vacc.py": "b" * 64, "quantization_vacc.py": "e" * 64}
 
 
 # -- the file --------------------------------------------------------------------------------------
 def test_lock_text_is_deterministic_in_version_order(tmp_path):
     lock = Lock(
         {
-            "4.10.0": Entry(drift=("attention",)),
-            "4.9.1": Entry(outputs=A, codemods={"quantize": "1", "attention": "2"}),
+            "4.100.0": Entry(drift=("attention",)),
+            "4.99.1": Entry(outputs=A, codemods={"quantize": "1" * 16, "attention": "2" * 16}),
         },
         "d" * 64,
     )
     text = lock.to_json()
-    assert text.index('"4.9.1"') < text.index('"4.10.0"')
+    assert text.index('"4.99.1"') < text.index('"4.100.0"')
     assert text.index('"attention"') < text.index('"quantize"')
     path = tmp_path / "lock.json"
     assert lockfile.write_lock(lock, path) is True

@@ -30,7 +30,7 @@ def output(tag: str) -> dict[str, str]:
     return {
         "modeling_gemma_vacc.py": f"{NOTICE_MARK} from transformers {tag}\nMODEL = {tag!r}\n",
         "configuration_gemma_vacc.py": f"{NOTICE_MARK} from transformers {tag}\nCONFIG = {tag!r}\n",
-        "quantization_vacc.py": f"QUANTIZE = {tag!r}\n",
+        "quantization_vacc.py": f"{NOTICE_MARK}: shipped unchanged\nQUANTIZE = {tag!r}\n",
     }
 
 
@@ -153,7 +153,7 @@ if swap == "two-renames":
 files = {
     "modeling_gemma_vacc.py": f"{NOTICE_MARK} from transformers new\\nMODEL = 'new'\\n",
     "configuration_gemma_vacc.py": f"{NOTICE_MARK} from transformers new\\nCONFIG = 'new'\\n",
-    "quantization_vacc.py": "QUANTIZE = 'new'\\n",
+    "quantization_vacc.py": f"{NOTICE_MARK}: shipped unchanged\\nQUANTIZE = 'new'\\n",
 }
 
 def die():

@@ -61,10 +61,10 @@ def test_pin_file_bytes_are_deterministic(tmp_path: Path) -> None:
 
 
 def test_round_trip_and_version_order(tmp_path: Path) -> None:
-    for version in ["4.100.0", "4.9.1", "5.0.0", "4.38.0", "4.40.10", "4.40.2"]:
+    for version in ["4.100.0", "4.39.1", "5.0.0", "4.38.0", "4.40.10", "4.40.2"]:
         write_pin(Pin(version, f"transformers-{version}-py3-none-any.whl", "a" * 64, SAMPLE.files), tmp_path)
     loaded = load_pins(tmp_path)
-    assert list(loaded) == ["4.9.1", "4.38.0", "4.40.2", "4.40.10", "4.100.0", "5.0.0"]
+    assert list(loaded) == ["4.38.0", "4.39.1", "4.40.2", "4.40.10", "4.100.0", "5.0.0"]
     assert loaded["4.40.2"] == Pin("4.40.2", "transformers-4.40.2-py3-none-any.whl", "a" * 64, SAMPLE.files)
 
 
@@ -101,7 +101,11 @@ def _sample_data() -> dict:
         ("4.40.2.json", lambda d: {**d, "extra": 1}, "expected exactly the keys"),
         ("4.40.2.json", lambda d: {**d, "wheel_sha256": "A" * 64}, "is not a lowercase hex sha256"),
         ("4.40.2.json", lambda d: {**d, "wheel_sha256": "ab"}, "is not a lowercase hex sha256"),
-        ("4.40.2.json", lambda d: {**d, "wheel": "x.tar.gz"}, "is not a wheel file name"),
+        (
+            "4.40.2.json",
+            lambda d: {**d, "wheel": "x.tar.gz"},
+            "is not the file name of a transformers 4.40.2 wheel",
+        ),
         ("4.40.2.json", lambda d: {**d, "files": {"modeling_gemma.py": "b" * 64}}, "files must name exactly"),
         ("notes.json", lambda d: d, "its name is not <version>.json"),
     ],
