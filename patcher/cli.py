@@ -294,10 +294,3 @@ def main(argv: list[str] | None = None) -> int:
                 f"patcher: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
             )
         return 1
-
-
-def entry() -> None:
-    """Console-script entry point (kept for callers of ``patcher.cli:entry``)."""
-    from patcher.console import entry
-
-    entry()

@@ -18,8 +18,8 @@ from libcst.codemod import CodemodContext
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 import patches
+from patcher.contract import MODELING, PATCHES_DIR, Report, series_digest
 from patcher.errors import DriftError, PatcherError, UsageError
-from patcher.outputs import MODELING, PATCHES_DIR, Report
 from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice
@@ -44,8 +44,6 @@ def load_series(directory: Path = PATCHES_DIR) -> list[type[VaccCodemod]]:
     missing = sorted(modules - seen)
     if missing:
         raise PatcherError(f"patches/{missing[0].replace('-', '_')}.py is not in patches/series; add it")
-    from patcher.outputs import series_digest
-
     series_digest(directory)  # the key of what is imported now, before it can change on disk
     return [_codemod_class(name, directory) for name in order]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import shlex
 
 from patcher import engine
-from patcher.errors import DriftError, UsageError
-from patcher.outputs import (
+from patcher.contract import (
     COMPANION_DIR,
     COMPANIONS,
     CONFIGURATION,
@@ -21,6 +20,7 @@ from patcher.outputs import (
     Output,
     Report,
 )
+from patcher.errors import DriftError, UsageError
 from patcher.upstream import Upstream
 from patches._base import VaccCodemod
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
-from patcher.review import Group, Review
+if TYPE_CHECKING:  # review runs this module; it only reads review's data
+    from patcher.review import Group, Review
 
 MARKER = "<!-- patcher-review -->"  # lets a workflow find and update its earlier comment
 BUDGET = 60_000  # characters; GitHub refuses comments above 65,536

@@ -340,12 +340,12 @@ def test_the_output_key_is_of_the_code_imported_not_of_files_edited_since(tmp_pa
     the edited code's outputs."""
     import shutil
 
-    from patcher import engine, outputs
+    from patcher import contract, engine
 
     copy = tmp_path / "patches"
     shutil.copytree(engine.PATCHES_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     engine.load_series(copy)  # takes the digest of what it imports
-    before = outputs._DIGESTS[copy.resolve()]
+    before = contract._DIGESTS[copy.resolve()]
     (copy / "quantize.py").write_text((copy / "quantize.py").read_text() + "\n# edited\n")
-    assert outputs.series_digest(copy) == before
-    assert outputs._series_digest(copy.resolve()) != before  # the files did change
+    assert contract.series_digest(copy) == before
+    assert contract._series_digest(copy.resolve()) != before  # the files did change

@@ -71,7 +71,7 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     listed = releases(("5.23.0", False), ("5.24.0", False))
     monkeypatch.setattr(pypi, "pypi_releases", lambda: dict(listed))
     pins.pin_release("5.24.0")
-    lockfile.write_lock(Lock({"5.24.0": Entry(drift=("attention",))}, "x"), lockfile.lock_path())
+    lockfile.write_lock(Lock({"5.24.0": Entry(drift=("attention",))}, "0" * 64), lockfile.lock_path())
     fake.calls.clear()
     pins_dir = tmp_path / "pins"
     return {"listed": listed, "pip": fake, "before": {p.name: p.read_bytes() for p in pins_dir.iterdir()}}
@@ -83,7 +83,7 @@ def unchanged(tiny: dict, tmp_path: Path) -> bool:
 
 def test_nothing_new_exits_0_and_touches_nothing(tiny, tmp_path, checks, capsys):
     code, out, err = run(capsys)
-    assert code == 0
+    assert code == 0, err
     assert (
         out == "update: nothing new: 5.24.0 is the newest pin and the index lists no newer release to pin\n"
     )
