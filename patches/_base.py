@@ -13,7 +13,7 @@ A codemod here is a real ``libcst.codemod.VisitorBasedCodemodCommand`` (so that
   it does not know.  Drift is an exception: a codemod never guesses.
 
 Before ``rewrite`` runs, the units named in ``TARGETS`` are laid out one simple statement
-per line (``a; b`` split, ``if x: y`` indented; see ``_shapes.split_targets``), so that a
+per line (``a; b`` split, ``if x: y`` indented; see ``_layout.split_targets``), so that a
 codemod matching "the statement ``x = ...``" is not defeated by how upstream wrapped it.
 """
 
@@ -26,7 +26,7 @@ from typing import ClassVar
 import libcst as cst
 from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
 
-from patches import _shapes
+from patches import _layout
 
 
 @dataclass
@@ -126,7 +126,7 @@ class VaccCodemod(VisitorBasedCodemodCommand):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         # Targets are matched statement by statement: `a; b` lines and one-line blocks in them
         # are laid out one statement per line first (a no-op on every real upstream file).
-        result = self.rewrite(_shapes.split_targets(updated_node, self.TARGETS))
+        result = self.rewrite(_layout.split_targets(updated_node, self.TARGETS))
         self.change = Change(tuple(self._shapes), *_count_lines(updated_node, result))
         return result
 

@@ -43,12 +43,13 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 
 UNIT = "GemmaModel.forward"
 CACHE_NAMES = ("past_key_values", "cache")
-SIGNATURE = s.parse_def(
+SIGNATURE = lay.parse_def(
     """
     def forward(
         self,
@@ -287,16 +288,16 @@ class ModelForward:
             r.Rule("cache-bookkeeping", r.DROP, "the vacc model has no Cache objects or cache positions",
                    _CACHE_BOOKKEEPING),
             r.Rule("default-positions", r.TRANSLATE, "default positions continue from the past length",
-                   _DEFAULT_POSITIONS, lambda _: s.parse_stmts(DEFAULT_POSITIONS)),
+                   _DEFAULT_POSITIONS, lambda _: lay.parse_stmts(DEFAULT_POSITIONS)),
             r.Rule("explicit-mask", r.TRANSLATE, "the 4D additive mask from _prepare_decoder_attention_mask",
                    self._is_mask, self._mask),
             r.Rule("model-rotary", r.DROP, "each attention computes its own cos/sin tables", _MODEL_ROTARY),
             r.Rule("next-cache-init", r.TRANSLATE, "the next cache is a tuple", _NEXT_CACHE_INIT,
-                   lambda _: s.parse_stmts(NEXT_CACHE_INIT)),
+                   lambda _: lay.parse_stmts(NEXT_CACHE_INIT)),
             r.Rule("layer-loop", r.TRANSLATE, "each layer gets its (key, value) pair", lambda x: m.matches(
                 x, _LAYER_LOOP), self._loop),
             r.Rule("next-cache", r.TRANSLATE, "the next cache is the tuple collected", _NEXT_CACHE,
-                   lambda _: s.parse_stmts(NEXT_CACHE)),
+                   lambda _: lay.parse_stmts(NEXT_CACHE)),
             r.Rule("model-output", r.TRANSLATE, "the tuple cache in the output's cache field",
                    self._is_output, self._output),
         ]  # fmt: skip
@@ -306,7 +307,7 @@ class ModelForward:
             r.Rule("checkpointed-layer-call", r.TRANSLATE, "the layer called with its tuple cache",
                    self._is_checkpointing_branch, self._checkpointing_branch),
             r.Rule("collect-present", r.TRANSLATE, "each layer's present appended to the next cache",
-                   _COLLECT_PRESENT, lambda _: s.parse_stmts(COLLECT_PRESENT)),
+                   _COLLECT_PRESENT, lambda _: lay.parse_stmts(COLLECT_PRESENT)),
         ]  # fmt: skip
         self.cache_field = "past_key_values"
 
@@ -346,7 +347,7 @@ class ModelForward:
             params=SIGNATURE.params, returns=None, decorators=decorators,
             lines_after_decorators=forward.lines_after_decorators if decorators else (),
         )  # fmt: skip
-        new = s.with_fn_body(new, body)
+        new = lay.with_fn_body(new, body)
         left = r.unresolved(new, r.module_names(self.module))
         if left:
             raise self.codemod.drift(
@@ -369,7 +370,7 @@ class ModelForward:
         head = 1 if s.docstring_stmt(body) is not None else 0
         defaults = [
             x
-            for x in s.parse_stmts(DEFAULTS)
+            for x in lay.parse_stmts(DEFAULTS)
             if not _targets(x) & assigned and (fills_defaults or not _targets(x) & params)
         ]
         if defaults:
@@ -388,9 +389,9 @@ class ModelForward:
                 )  # fmt: skip
         before: list = []
         if decorated and "all_hidden_states" not in assigned:
-            before += s.parse_stmts(COLLECTORS)
+            before += lay.parse_stmts(COLLECTORS)
         if not legacy:
-            before += s.parse_stmts(NEXT_CACHE_INIT)
+            before += lay.parse_stmts(NEXT_CACHE_INIT)
         body[loop:loop] = before
         loop += len(before)
         if decorated and "all_hidden_states" not in assigned:
@@ -400,20 +401,20 @@ class ModelForward:
                     UNIT, "no `hidden_states = self.norm(hidden_states)` after the layer loop, after which the "
                     "last hidden states are collected (upstream leaves that to a decorator)", node=self.forward,
                 )  # fmt: skip
-            body[norm + 1 : norm + 1] = s.parse_stmts(COLLECT_HIDDEN)
+            body[norm + 1 : norm + 1] = lay.parse_stmts(COLLECT_HIDDEN)
         output = _index(body, self._is_output, start=loop)
         if not legacy:
-            body[output:output] = s.parse_stmts(NEXT_CACHE)
+            body[output:output] = lay.parse_stmts(NEXT_CACHE)
             output += 1
         handled = any(_returns_to_tuple(x) for x in body[output : output + 2])
         if decorated and not any(r.known(TUPLE_RETURN)(x) for x in body) and not handled:
-            body[output:output] = s.parse_stmts(TUPLE_RETURN)
+            body[output:output] = lay.parse_stmts(TUPLE_RETURN)
         return body
 
     def _past_length(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
         """The first conversion becomes the past length; a repeated one (4.42–4.44) nothing."""
         done = any(name == "past-length" for name, _a, _l in self.account.ledger[:-1])
-        return [] if done else s.parse_stmts(PAST_LENGTH)
+        return [] if done else lay.parse_stmts(PAST_LENGTH)
 
     # -- the mask --------------------------------------------------------------------------------
     def _is_mask(self, stmt: cst.BaseStatement) -> bool:
@@ -421,7 +422,7 @@ class ModelForward:
         return call is not None and _targets(stmt) == {"causal_mask"}
 
     def _mask(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
-        return s.parse_stmts(EXPLICIT_MASK)
+        return lay.parse_stmts(EXPLICIT_MASK)
 
     # -- the layer loop ----------------------------------------------------------------------------
     def _loop(self, loop: cst.For) -> list[cst.BaseStatement]:
@@ -434,12 +435,12 @@ class ModelForward:
             raise self.codemod.drift(UNIT, f"the layer loop calls its layer {calls} times", node=loop)
         decorated = bool(self.intercepting)  # upstream collects through its decorators (4.51+)
         if decorated and not any(r.known(COLLECT_HIDDEN)(x) for x in body):
-            body = [*s.parse_stmts(COLLECT_HIDDEN), *body]
+            body = [*lay.parse_stmts(COLLECT_HIDDEN), *body]
         if "collect-present" not in ledger and "next_decoder_cache" not in r.variables(loop):
-            body += s.parse_stmts(COLLECT_PRESENT)  # 4.48+: upstream's cache was a Cache object
+            body += lay.parse_stmts(COLLECT_PRESENT)  # 4.48+: upstream's cache was a Cache object
         if decorated and not any(r.known(COLLECT_ATTENTIONS)(x) for x in body):
-            body += s.parse_stmts(COLLECT_ATTENTIONS)
-        body = [*s.parse_stmts(LAYER_PAST), *body]
+            body += lay.parse_stmts(COLLECT_ATTENTIONS)
+        body = [*lay.parse_stmts(LAYER_PAST), *body]
         body[0] = body[0].with_changes(leading_lines=[])
         new_iter = cst.Call(func=cst.Name("enumerate"), args=[cst.Arg(loop.iter)])
         target = cst.Tuple(
@@ -461,7 +462,7 @@ class ModelForward:
             # 4.54+: the layer returns its hidden states alone; the vacc layer returns a tuple
             assign = cst.parse_statement("layer_outputs = decoder_layer()")
             assign = assign.with_changes(body=[assign.body[0].with_changes(value=new_call)])
-            return [assign, *s.parse_stmts("hidden_states = layer_outputs[0]")]
+            return [assign, *lay.parse_stmts("hidden_states = layer_outputs[0]")]
         raise self.codemod.drift(UNIT, "the layer call's result goes to neither layer_outputs nor hidden_states",
                                  node=stmt)  # fmt: skip
 

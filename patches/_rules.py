@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _shapes as s
 
 KEEP, TRANSLATE, DROP = "keep", "translate", "drop"
@@ -434,7 +435,7 @@ def retarget_args(
             )
         elif keyword in renamed and not (isinstance(arg.value, cst.Name) and arg.value.value in renamed):
             raise fail(f"the call passes `{keyword}={s.render(arg.value)}`, which no rule knows")
-    kept = s.drop_items(
+    kept = lay.drop_items(
         args, lambda a: a.star == "**" or (a.keyword is not None and a.keyword.value in dropped)
     )
     kept = [

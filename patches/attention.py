@@ -60,6 +60,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
@@ -69,7 +70,7 @@ MAPPING = "GEMMA_ATTENTION_CLASSES"
 EAGER_FUNCTION = "eager_attention_forward"
 CACHE_NAMES = ("past_key_value", "past_key_values", "cache")
 
-SIGNATURE = s.parse_def(
+SIGNATURE = lay.parse_def(
     """
     def forward(
         self,
@@ -264,7 +265,7 @@ class Attention(VaccCodemod):
         body[k] = new_forward
         if eager is not None:
             body = self._own_rotary(body, cls, module)
-        new_body = [s.with_class_body(cls, body) if n == i else x for n, x in enumerate(module.body)]
+        new_body = [lay.with_class_body(cls, body) if n == i else x for n, x in enumerate(module.body)]
         gone = variants | ({EAGER_FUNCTION} if eager else set())
         new_body = [x for x in new_body if s.stmt_name(x) not in gone]
         if variants:
@@ -284,17 +285,17 @@ class Attention(VaccCodemod):
         account.rules = [
             r.Rule("static-cache-hook", r.DROP, "static caches do not exist in the vacc form", _STATIC_HOOK),
             r.Rule("rotary-tables", r.TRANSLATE, "cos/sin tables for kv_seq_len positions", _ROTARY_CALL,
-                   lambda _: s.parse_stmts(ROTARY_TABLES)),
+                   lambda _: lay.parse_stmts(ROTARY_TABLES)),
             r.Rule("rotary-gather", r.TRANSLATE, "tables gathered at position_ids", _ROTARY_APPLY,
                    lambda stmt: [_with_position_ids(stmt)]),
             r.Rule("tuple-cache", r.TRANSLATE, "(key, value) tuple cache in, present out", _CACHE_UPDATE,
-                   lambda _: s.parse_stmts(TUPLE_CACHE)),
+                   lambda _: lay.parse_stmts(TUPLE_CACHE)),
             r.Rule("attention-dispatch", r.DROP, "the vacc form is the eager attention", _DISPATCH),
             r.Rule("inline-eager", r.TRANSLATE, "the eager attention function's own statements", inline.match,
                    inline.apply),
             *mask_rules(account),
             r.Rule("present", r.TRANSLATE, "present returned; weights only when asked", _RETURN_PAIR,
-                   lambda _: s.parse_stmts(RETURN_PRESENT)),
+                   lambda _: lay.parse_stmts(RETURN_PRESENT)),
             r.Rule("present-return", r.KEEP, "already returns (output, weights, present)", _RETURN_PRESENT),
         ]  # fmt: skip
         body = account.block(s.fn_body(forward))
@@ -321,7 +322,7 @@ class Attention(VaccCodemod):
         new = forward.with_changes(
             params=SIGNATURE.params, returns=None, decorators=[], lines_after_decorators=()
         )
-        new = s.with_fn_body(new, body)
+        new = lay.with_fn_body(new, body)
         left = r.unresolved(new, r.module_names(module))
         if left:
             raise self.drift(
@@ -335,7 +336,9 @@ class Attention(VaccCodemod):
         if init is None:
             raise self.drift("GemmaAttention", "GemmaAttention has no __init__")
         if s.find_assignment(s.fn_body(init[1]), "self.rotary_emb") is None:
-            body[init[0]] = s.with_fn_body(init[1], [*s.fn_body(init[1]), self._rotary_construction(module)])
+            body[init[0]] = lay.with_fn_body(
+                init[1], [*s.fn_body(init[1]), self._rotary_construction(module)]
+            )
         return body
 
     def _rotary_construction(self, module: cst.Module) -> cst.BaseStatement:
@@ -343,7 +346,7 @@ class Attention(VaccCodemod):
         model = s.find_class(module, "GemmaModel")
         init = s.find_method(model[1], "__init__") if model else None
         # read one statement per line: GemmaModel.__init__ is not ours, so not laid out for us
-        stmts = s.fn_body(s.split_lines(init[1])) if init else []
+        stmts = s.fn_body(lay.split_lines(init[1])) if init else []
         hit = s.statement_index(stmts, lambda x: (s.assignment(x) or ("",))[0] == "self.rotary_emb")
         if hit is None:
             raise self.drift(
@@ -378,7 +381,7 @@ class Attention(VaccCodemod):
             fn, _MAPPING_CALL, lambda node, _: node.with_changes(func=cst.Name("GemmaAttention"))
         )
         layer = body[i]
-        body[i] = s.with_class_body(layer, s.replace_in(s.class_body(layer), k, new_fn))
+        body[i] = lay.with_class_body(layer, lay.replace_in(s.class_body(layer), k, new_fn))
         return body
 
 
@@ -389,13 +392,13 @@ def mask_rules(account: r.Accountant) -> list[r.Rule]:
 
     def check(stmt: cst.If) -> list[cst.BaseStatement]:
         block = account.indented(stmt.body)
-        return [stmt.with_changes(body=block.with_changes(body=[*s.parse_stmts(MASK_CHECK), *block.body]))]
+        return [stmt.with_changes(body=block.with_changes(body=[*lay.parse_stmts(MASK_CHECK), *block.body]))]
 
     return [
         r.Rule("mask-check", r.TRANSLATE, "the additive mask must be [bsz, 1, q_len, kv_len]",
                lambda x: m.matches(x, _MASK_IF), check),
         r.Rule("full-mask", r.TRANSLATE, "the mask's size is checked, so it is used whole", _FULL_MASK,
-               lambda _: s.parse_stmts("causal_mask = attention_mask")),
+               lambda _: lay.parse_stmts("causal_mask = attention_mask")),
     ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 from patches.library_imports import drop_modular_banner, with_notice
@@ -44,7 +45,7 @@ class ConfigImports(VaccCodemod):
                 "configuration_gemma.py defines no class GemmaConfig",
                 nearest=", ".join(s.names(module.body)) or None,
             )
-        body = [s.map_small(stmt, self._import) for stmt in module.body]
+        body = [lay.map_small(stmt, self._import) for stmt in module.body]
         if not self._shapes:
             self.met("absolute-imports")
         header, banner = drop_modular_banner(list(module.header))
@@ -55,5 +56,5 @@ class ConfigImports(VaccCodemod):
     def _import(self, node: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
         if isinstance(node, cst.ImportFrom) and node.relative:
             self.met("relative-imports")
-            return s.absolute_import(node)
+            return lay.absolute_import(node)
         return node

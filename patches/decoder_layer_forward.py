@@ -41,13 +41,14 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
 UNIT = "GemmaDecoderLayer.forward"
 CACHE_NAMES = ("past_key_value", "past_key_values", "cache")
-SIGNATURE = s.parse_def(
+SIGNATURE = lay.parse_def(
     """
     def forward(
         self,
@@ -153,10 +154,10 @@ class DecoderLayerForward(VaccCodemod):
             r.Rule("self-attn-call", r.TRANSLATE, "one layer's tuple cache in, (hidden, weights, present) out",
                    lambda x: m.matches(x, _SELF_ATTN), self._self_attn_call),
             r.Rule("tuple-outputs", r.TRANSLATE, "the layer returns a tuple", r.known("return hidden_states"),
-                   lambda _: s.parse_stmts(TUPLE_OUTPUTS)),
+                   lambda _: lay.parse_stmts(TUPLE_OUTPUTS)),
             r.Rule("present-output", r.TRANSLATE, "present appended to the outputs when caching",
                    r.known("return outputs"),
-                   lambda x: [x] if appended else [*s.parse_stmts(_PRESENT_APPENDED_SOURCE), s.blank_lines(x, 1)]),
+                   lambda x: [x] if appended else [*lay.parse_stmts(_PRESENT_APPENDED_SOURCE), lay.blank_lines(x, 1)]),
         ]  # fmt: skip
         account = r.Accountant(self, UNIT, rules, PLUMBING)
         body = account.block(stmts)
@@ -169,7 +170,7 @@ class DecoderLayerForward(VaccCodemod):
         new = forward.with_changes(
             params=SIGNATURE.params, returns=None, decorators=[], lines_after_decorators=()
         )
-        new = s.with_fn_body(new, body)
+        new = lay.with_fn_body(new, body)
         left = r.unresolved(new, r.module_names(module))
         if left:
             raise self.drift(
@@ -177,8 +178,8 @@ class DecoderLayerForward(VaccCodemod):
             )
         if s.same_code(new, forward) and new.decorators == forward.decorators:
             return module
-        new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new))
-        return module.with_changes(body=s.replace_in(module.body, i, new_cls))
+        new_cls = lay.with_class_body(cls, lay.replace_in(s.class_body(cls), k, new))
+        return module.with_changes(body=lay.replace_in(module.body, i, new_cls))
 
     def _self_attn_call(self, stmt: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
         assign = stmt.body[0]

@@ -30,6 +30,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from patches import NOTICE_MARK
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -54,7 +55,7 @@ def _imports_flash_attn(stmt: cst.CSTNode) -> bool:
             found.extend(s.dotted(alias.name) or "" for alias in small.names)
         return small
 
-    s.map_small(stmt, look)
+    lay.map_small(stmt, look)
     return any(name == "flash_attn" or name.startswith("flash_attn.") for name in found)
 
 
@@ -145,7 +146,7 @@ class LibraryImports(VaccCodemod):
                 raise self.drift(
                     "<flash-attn-guard>", f"flash_attn imported outside a known guard: {_first_line(stmt)}"
                 )
-            body.append(s.map_small(stmt, self._import))
+            body.append(lay.map_small(stmt, self._import))
         if not self.config_import:
             raise self.drift(
                 "<imports>",
@@ -170,7 +171,7 @@ class LibraryImports(VaccCodemod):
             return node
         if node.relative:
             self.met("relative-imports")
-            return s.absolute_import(node)
+            return lay.absolute_import(node)
         return node
 
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import libcst as cst
 
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
-MAKE_CAUSAL_MASK = s.parse_def(
+MAKE_CAUSAL_MASK = lay.parse_def(
     '''
     def _make_causal_mask(
         input_ids_shape: torch.Size, dtype: torch.dtype, device: torch.device, past_key_values_length: int = 0
@@ -52,7 +53,7 @@ MAKE_CAUSAL_MASK = s.parse_def(
     '''
 )
 
-EXPAND_MASK = s.parse_def(
+EXPAND_MASK = lay.parse_def(
     '''
     def _expand_mask(mask: torch.Tensor, dtype: torch.dtype, tgt_len=None):
         """
@@ -69,7 +70,7 @@ EXPAND_MASK = s.parse_def(
     '''
 )
 
-PREPARE_DECODER_ATTENTION_MASK = s.parse_def(
+PREPARE_DECODER_ATTENTION_MASK = lay.parse_def(
     """
     def _prepare_decoder_attention_mask(self, attention_mask, input_shape, inputs_embeds, past_key_values_length):
         # vacc: [bsz, seq_len] -> additive [bsz, 1, tgt_seq_len, src_seq_len], causal part only when tgt_len > 1
@@ -137,10 +138,10 @@ class MaskHelpers(VaccCodemod):
             raise self.drift(
                 "GemmaModel._prepare_decoder_attention_mask", "GemmaModel has no forward", anchor="GemmaModel"
             )
-        body.insert(forward, s.blank_lines(PREPARE_DECODER_ATTENTION_MASK, 1))
-        new_body = s.replace_in(module.body, i, s.with_class_body(cls, body))
+        body.insert(forward, lay.blank_lines(PREPARE_DECODER_ATTENTION_MASK, 1))
+        new_body = lay.replace_in(module.body, i, lay.with_class_body(cls, body))
         first_class = s.first_index(new_body, lambda x: isinstance(x, cst.ClassDef))
-        helpers = [s.blank_lines(MAKE_CAUSAL_MASK, 2), s.blank_lines(EXPAND_MASK, 2)]
+        helpers = [lay.blank_lines(MAKE_CAUSAL_MASK, 2), lay.blank_lines(EXPAND_MASK, 2)]
         new_body[first_class:first_class] = helpers
         return module.with_changes(body=new_body)
 

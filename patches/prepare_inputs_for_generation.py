@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import libcst as cst
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
-PREPARE_INPUTS = s.parse_def(
+PREPARE_INPUTS = lay.parse_def(
     """
     def prepare_inputs_for_generation(
         self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None, **kwargs
@@ -75,7 +76,7 @@ PREPARE_INPUTS = s.parse_def(
     """
 )
 
-REORDER_CACHE = s.parse_def(
+REORDER_CACHE = lay.parse_def(
     """
     @staticmethod
     def _reorder_cache(past_key_values, beam_idx):
@@ -137,12 +138,12 @@ class PrepareInputsForGeneration(VaccCodemod):
                 )
             self.met("inherited")
             prepare = forward + 1
-            body.insert(prepare, s.blank_lines(PREPARE_INPUTS, 1))
+            body.insert(prepare, lay.blank_lines(PREPARE_INPUTS, 1))
         elif s.same_code(body[prepare], PREPARE_INPUTS):
             self.met("tuple-cache")
         elif r.unit_digest(body[prepare]) in KNOWN_UPSTREAM:
             self.met("cache-class-aware")
-            body[prepare] = s.keep_leading(body[prepare], PREPARE_INPUTS)
+            body[prepare] = lay.keep_leading(body[prepare], PREPARE_INPUTS)
         else:
             raise self.drift(
                 "GemmaForCausalLM.prepare_inputs_for_generation",
@@ -152,7 +153,7 @@ class PrepareInputsForGeneration(VaccCodemod):
             )
         reorder = s.find(body, "_reorder_cache")
         if reorder is None:
-            body.insert(prepare + 1, s.blank_lines(REORDER_CACHE, 1))
+            body.insert(prepare + 1, lay.blank_lines(REORDER_CACHE, 1))
         elif s.same_code(body[reorder], REORDER_CACHE):
             self.met("tuple-reorder-cache")
         else:  # another form would be replaced, and what it computes lost
@@ -164,4 +165,4 @@ class PrepareInputsForGeneration(VaccCodemod):
         old_body = s.class_body(cls)
         if len(body) == len(old_body) and all(a is b for a, b in zip(body, old_body, strict=True)):
             return module
-        return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))
+        return module.with_changes(body=lay.replace_in(module.body, i, lay.with_class_body(cls, body)))

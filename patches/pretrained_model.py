@@ -24,6 +24,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -82,7 +83,7 @@ class PretrainedModel(VaccCodemod):
         self.met("backend-flags" if self._changed else "no-backends")
         if not self._changed:
             return module
-        return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))
+        return module.with_changes(body=lay.replace_in(module.body, i, lay.with_class_body(cls, body)))
 
     def _flag(self, small: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
         """A routing flag (plain, annotated, or one of several on a line) set to False."""

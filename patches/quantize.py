@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import libcst as cst
 
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
-QUANTIZE = s.parse_def(
+QUANTIZE = lay.parse_def(
     '''
     def quantize(self, weight_bit_width):
         """Replace the attention and MLP projections with per-channel int8 weight-only linears (vacc)."""
@@ -65,5 +66,5 @@ class Quantize(VaccCodemod):
             self.met("quantize")
             return module
         self.met("no-quantize")
-        body.append(s.blank_lines(QUANTIZE, 1))
-        return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))
+        body.append(lay.blank_lines(QUANTIZE, 1))
+        return module.with_changes(body=lay.replace_in(module.body, i, lay.with_class_body(cls, body)))

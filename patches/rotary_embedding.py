@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import libcst as cst
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
 UPSTREAM_FORWARD = "_forward_at_positions"
 
-TABLE_FORWARD = s.parse_def(
+TABLE_FORWARD = lay.parse_def(
     """
     def forward(self, x, position_ids=None, seq_len=None):
         # vacc: cos/sin tables [seq_len, head_dim] for positions 0 .. seq_len-1, computed by upstream's
@@ -121,8 +122,8 @@ class RotaryEmbedding(VaccCodemod):
             )
         self.met("position-forward")
         renamed = forward.with_changes(name=cst.Name(UPSTREAM_FORWARD))
-        body[k : k + 1] = [renamed, s.blank_lines(TABLE_FORWARD, 1)]
-        return s.with_class_body(cls, body)
+        body[k : k + 1] = [renamed, lay.blank_lines(TABLE_FORWARD, 1)]
+        return lay.with_class_body(cls, body)
 
     def _apply(self, fn: cst.FunctionDef) -> cst.FunctionDef:
         """``apply_rotary_pos_emb`` edited in place: ``cos = cos.unsqueeze(dim)`` (and ``sin``)
@@ -172,7 +173,7 @@ class RotaryEmbedding(VaccCodemod):
                 *dropped,
             ],
         )
-        new = s.with_fn_body(new, body)
+        new = lay.with_fn_body(new, body)
         if s.same_code(new, fn) and not fn.decorators:
             return fn
         return new
@@ -189,7 +190,7 @@ _GATHERED = r.known(
 def _gathered(stmt: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
     """``cos = cos.unsqueeze(unsqueeze_dim)`` -> ``cos = cos[position_ids].unsqueeze(unsqueeze_dim)``."""
     name = stmt.body[0].targets[0].target.value
-    new = s.parse_stmts(f"{name} = {name}[position_ids].unsqueeze(unsqueeze_dim)")[0]
+    new = lay.parse_stmts(f"{name} = {name}[position_ids].unsqueeze(unsqueeze_dim)")[0]
     if name == "cos":
         comment = cst.EmptyLine(
             comment=cst.Comment("# vacc: cos/sin are [seq_len, head_dim] tables, gathered at position_ids")

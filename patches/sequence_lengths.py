@@ -27,11 +27,12 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _rules as r
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
-SEQUENCE_LENGTHS = s.parse_stmts(
+SEQUENCE_LENGTHS = lay.parse_stmts(
     """
     if self.config.pad_token_id is None:
         __index__ = -1
@@ -92,7 +93,7 @@ _RIGHTMOST_NON_PAD = r.known(
 def sequence_lengths(index: str) -> cst.If:
     """The right-padding block, assigning upstream's own variable (``sequence_lengths`` or
     ``last_non_pad_token``)."""
-    return s.fill(SEQUENCE_LENGTHS, index=cst.Name(index))
+    return lay.fill(SEQUENCE_LENGTHS, index=cst.Name(index))
 
 
 def _index_variable(block: cst.If) -> str | None:
@@ -155,7 +156,7 @@ class SequenceLengths(VaccCodemod):
                 anchor="GemmaForSequenceClassification.forward",
                 node=stmts[j],
             )
-        stmts[j] = s.keep_leading(stmts[j], new)
-        new_fn = s.with_fn_body(forward, stmts)
-        new_cls = s.with_class_body(cls, s.replace_in(s.class_body(cls), k, new_fn))
-        return module.with_changes(body=s.replace_in(module.body, i, new_cls))
+        stmts[j] = lay.keep_leading(stmts[j], new)
+        new_fn = lay.with_fn_body(forward, stmts)
+        new_cls = lay.with_class_body(cls, lay.replace_in(s.class_body(cls), k, new_fn))
+        return module.with_changes(body=lay.replace_in(module.body, i, new_cls))

@@ -22,17 +22,18 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
-CONFIG_READS = s.parse_stmts(
+CONFIG_READS = lay.parse_stmts(
     """
     # vacc strided_slice: the prefill graph (insert_slice set, iter_num 0) keeps the last position only
     self.iter_num = getattr(config, "iter_num", 0)
     self.insert_slice = getattr(config, "insert_slice", 0)
     """
 )
-SLICE = s.parse_stmts(
+SLICE = lay.parse_stmts(
     """
     if self.insert_slice and self.iter_num == 0:
         hidden_states = hidden_states[:, -1:, :]
@@ -100,6 +101,6 @@ class StridedSlice(VaccCodemod):
         init_body[post_init:post_init] = CONFIG_READS
         fwd_body[norm + 1 : norm + 1] = SLICE
         body = s.class_body(cls)
-        body[init[0]] = s.with_fn_body(init[1], init_body)
-        body[forward[0]] = s.with_fn_body(forward[1], fwd_body)
-        return module.with_changes(body=s.replace_in(module.body, i, s.with_class_body(cls, body)))
+        body[init[0]] = lay.with_fn_body(init[1], init_body)
+        body[forward[0]] = lay.with_fn_body(forward[1], fwd_body)
+        return module.with_changes(body=lay.replace_in(module.body, i, lay.with_class_body(cls, body)))

@@ -12,6 +12,7 @@ from releases import fetch
 
 from patcher import engine
 from patcher.cli import main
+from patches import _layout as lay
 from patches import _shapes as s
 
 pytestmark = pytest.mark.network
@@ -166,7 +167,7 @@ def add_parameter(name: str):
 
 
 def rename_variable(old: str, new: str):
-    return lambda fn: s.rename(fn, {old: cst.Name(new)})
+    return lambda fn: lay.rename(fn, {old: cst.Name(new)})
 
 
 def without_class(source: str, name: str) -> str:

@@ -40,6 +40,7 @@ from next_release import BASE, POST_INIT, Index, without_post_init
 from patcher import envs, lockfile, verify
 from patcher.cli import main
 from patcher.verify import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
+from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import Drift
 from patches.strided_slice import StridedSlice
@@ -65,10 +66,10 @@ def teach_init_end(monkeypatch: pytest.MonkeyPatch) -> None:
                 raise
         i, cls = s.find_class(module, "GemmaModel")
         j, init = s.find_method(cls, "__init__")
-        lent = s.with_fn_body(init, [*s.fn_body(init), MARKER])
+        lent = lay.with_fn_body(init, [*s.fn_body(init), MARKER])
         module = module.with_changes(
-            body=s.replace_in(
-                module.body, i, s.with_class_body(cls, s.replace_in(s.class_body(cls), j, lent))
+            body=lay.replace_in(
+                module.body, i, lay.with_class_body(cls, lay.replace_in(s.class_body(cls), j, lent))
             )
         )
         module = original(self, module)
@@ -76,11 +77,11 @@ def teach_init_end(monkeypatch: pytest.MonkeyPatch) -> None:
         j, init = s.find_method(cls, "__init__")
         body = s.fn_body(init)
         assert s.same_code(body[-1], MARKER)
-        done = s.with_fn_body(init, body[:-1])
+        done = lay.with_fn_body(init, body[:-1])
         self._shapes[:] = ["init-end" if shape == "post-init" else shape for shape in self._shapes]
         return module.with_changes(
-            body=s.replace_in(
-                module.body, i, s.with_class_body(cls, s.replace_in(s.class_body(cls), j, done))
+            body=lay.replace_in(
+                module.body, i, lay.with_class_body(cls, lay.replace_in(s.class_body(cls), j, done))
             )
         )
 

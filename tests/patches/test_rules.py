@@ -8,8 +8,8 @@ import libcst as cst
 import pytest
 from libcst.codemod import CodemodContext
 
+from patches import _layout as lay
 from patches import _rules as r
-from patches import _shapes as s
 from patches._base import Drift, VaccCodemod
 
 
@@ -31,7 +31,7 @@ def probe() -> Probe:
 
 
 def stmts(source: str) -> list[cst.BaseStatement]:
-    return s.parse_stmts(textwrap.dedent(source))
+    return lay.parse_stmts(textwrap.dedent(source))
 
 
 def code(body: list[cst.BaseStatement]) -> str:

@@ -8,6 +8,7 @@ import libcst as cst
 import pytest
 from codemod_cases import same_ast
 
+from patches import _layout as lay
 from patches import _shapes as s
 
 LAID_OUT = """\
@@ -38,9 +39,9 @@ def parse(source: str) -> cst.Module:
 
 def test_laid_out_code_is_not_compact_and_comes_back_as_the_same_object() -> None:
     module = parse(LAID_OUT)
-    assert not s.is_compact(module.body)
-    assert s.split_lines(module.body[1]) is module.body[1]
-    assert s.split_targets(module, ["GemmaModel.__init__", "helper", "<imports>"]) is module
+    assert not lay.is_compact(module.body)
+    assert lay.split_lines(module.body[1]) is module.body[1]
+    assert lay.split_targets(module, ["GemmaModel.__init__", "helper", "<imports>"]) is module
 
 
 @pytest.mark.parametrize(
@@ -57,21 +58,21 @@ def test_laid_out_code_is_not_compact_and_comes_back_as_the_same_object() -> Non
 )
 def test_compact_forms(compact: str) -> None:
     module = parse(compact)
-    assert s.is_compact(module.body)
+    assert lay.is_compact(module.body)
     (stmt,) = module.body
     if isinstance(stmt, cst.SimpleStatementLine):
-        split = s.split_line(stmt)
+        split = lay.split_line(stmt)
         assert len(split) == 2
     else:
-        split = [s.split_lines(stmt)]
-        assert not s.is_compact(split)
+        split = [lay.split_lines(stmt)]
+        assert not lay.is_compact(split)
     code = cst.Module(body=split).code
     assert same_ast(code, compact)
 
 
 def test_split_line_keeps_comments_with_their_statements() -> None:
     imports, line = parse("import os\n# before\nx = 1; y = 2  # after\n").body
-    code = cst.Module(body=[imports, *s.split_line(line)]).code
+    code = cst.Module(body=[imports, *lay.split_line(line)]).code
     assert code == "import os\n# before\nx = 1\ny = 2  # after\n"
 
 
@@ -81,7 +82,7 @@ def test_split_targets_lays_out_only_the_targets() -> None:
         "        super().__init__(); self.norm",
     ).replace("    return x\n", "    y = x; return y\n")
     module = parse(compact)
-    split = s.split_targets(module, ["GemmaModel.__init__"])
+    split = lay.split_targets(module, ["GemmaModel.__init__"])
     assert "        super().__init__()\n        self.norm = GemmaRMSNorm" in split.code
     assert "    y = x; return y\n" in split.code  # helper is not a target: left as it was
     assert split.body[0] is module.body[0]  # untouched statements are the same objects
@@ -90,13 +91,13 @@ def test_split_targets_lays_out_only_the_targets() -> None:
 
 def test_split_targets_separates_a_named_statement_from_its_line() -> None:
     module = parse("logger = get_logger(); GEMMA_CLASSES = {'eager': A}\n")
-    split = s.split_targets(module, ["GEMMA_CLASSES"])
+    split = lay.split_targets(module, ["GEMMA_CLASSES"])
     assert split.code == "logger = get_logger()\nGEMMA_CLASSES = {'eager': A}\n"
     assert s.find(split.body, "GEMMA_CLASSES") == 1
 
 
 def test_split_targets_reaches_a_member_of_a_one_line_class() -> None:
     module = parse("class Config: a = 1; b = 2\n")
-    split = s.split_targets(module, ["Config.b"])
+    split = lay.split_targets(module, ["Config.b"])
     assert same_ast(split.code, module.code)
     assert s.find(list(split.body[0].body.body), "b") is not None
