@@ -24,7 +24,8 @@ import time
 
 import libcst as cst
 
-from patcher import engine, pins, upstream
+from patcher.series import engine
+from patcher.upstream import fetch, pins
 
 
 def best(fn, repeat: int) -> float:
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    up = upstream.fetch(args.release, pins.load_pins())
+    up = fetch.fetch(args.release, pins.load_pins())
     series = engine.load_series()
     source = up.modeling
 

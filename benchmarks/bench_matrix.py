@@ -22,8 +22,10 @@ import subprocess
 import sys
 import time
 
-from patcher import batch, engine, matrix, pins, upstream
-from patcher.generate import generate
+from patcher.ci import matrix
+from patcher.series import batch, engine
+from patcher.series.generate import generate
+from patcher.upstream import fetch, pins
 
 
 def best(fn, repeat: int) -> float:
@@ -54,10 +56,10 @@ def main() -> int:
 
     pinned = pins.load_pins()
     versions = list(pinned)
-    ups = [upstream.fetch(v, pinned) for v in versions]  # warm the upstream cache first
+    ups = [fetch.fetch(v, pinned) for v in versions]  # warm the upstream cache first
     distinct = len(batch.group_releases(ups))
     series = engine.load_series()
-    up = upstream.fetch(args.release, pinned)
+    up = fetch.fetch(args.release, pinned)
 
     one = best(lambda: generate(up, series), max(args.repeat, 5))
     many = best(lambda: batch.generate_many(versions, jobs=args.jobs, reuse=False), args.repeat)

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import mutants  # noqa: E402
 from releases import DISTINCT_SUPPORTED, fetch  # noqa: E402
 
-from patcher import engine  # noqa: E402
+from patcher.series import engine  # noqa: E402
 
 # -- workers ---------------------------------------------------------------------------------
 _SERIES: list = []

@@ -16,9 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from patcher import __version__, pins, upstream, versions
+from patcher import __version__
+from patcher.deploy.write import default_out_dir, write_output
 from patcher.errors import PatcherError, UsageError
-from patcher.outputs import CONFIGURATION, MODELING, default_out_dir, generate_cached, write_output
+from patcher.progress import say
+from patcher.series.contract import CONFIGURATION, MODELING
+from patcher.series.reuse import generate_cached
+from patcher.upstream import pins, versions
+from patcher.upstream.resolve import upstream_for
 
 # The engine (libcst) is imported inside the commands that run it: `apply` on a cached
 # output, `pin` and `--help` never pay for it.
@@ -31,37 +36,6 @@ exit codes: 0 done; 1 internal error; 2 bad usage or input; 3 drift (a codemod m
 upstream shape it does not know); 4 upstream unavailable or failing its pin; 5 check found
 a difference; 6 update: a new release fails verification.
 """
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def upstream_for(spec: str | None, progress: Callable[[str], None] = say, args=None) -> upstream.Upstream:
-    if args is not None and getattr(args, "upstream", None) is not None:
-        return upstream.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
-    if args is not None and getattr(args, "config_upstream", None) is not None:
-        raise UsageError("--config-upstream goes with --upstream FILE, not with --transformers")
-    if spec is None:
-        raise UsageError("give --transformers SPEC (or --upstream FILE)")
-    if spec.strip().lower() == "installed":
-        return upstream.from_installed()
-    pinned = pins.load_pins()
-    return upstream.fetch(versions.resolve(spec, pinned), pinned, progress=progress)
-
-
-def local_upstream_paths(modeling: str, configuration: str | None) -> tuple[Path, Path | None]:
-    """The files of ``--upstream FILE [--config-upstream FILE]``.  Without ``--config-upstream``
-    the ``configuration_gemma.py`` beside FILE is used when there is one (a transformers
-    checkout or a copy of both files); without either, only a ``--codemod`` selection that
-    leaves the configuration alone can run (``generate`` says so)."""
-    for flag, value in (("--upstream", modeling), ("--config-upstream", configuration)):
-        if value is not None and not value.strip():
-            raise UsageError(f"{flag} is empty; give the path of a file")
-    if configuration is not None:
-        return Path(modeling), Path(configuration)
-    beside = Path(modeling).parent / CONFIGURATION
-    return Path(modeling), (beside if beside.is_file() else None)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -108,8 +82,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from patcher import diffing, engine
-    from patcher.generate import notice
+    from patcher.series import diffing, engine
+    from patcher.series.notice import notice
 
     up = upstream_for(args.transformers)
     series = engine.load_series()
@@ -133,7 +107,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from patcher import engine
+    from patcher.series import engine
 
     series = engine.load_series()
     if args.json:
@@ -178,12 +152,12 @@ def cmd_pin(args: argparse.Namespace) -> int:
 #: Modules adding more commands: each has ``register(command)``, where ``command(name, func,
 #: help)`` returns the new sub-parser.  They must be cheap to import (no libcst at import).
 COMMAND_MODULES: tuple[str, ...] = (
-    "patcher.matrix",
-    "patcher.verify_all",
-    "patcher.install",
-    "patcher.check",
-    "patcher.review",
-    "patcher.update",
+    "patcher.ci.matrix",
+    "patcher.verify.command",
+    "patcher.deploy.install",
+    "patcher.ci.check",
+    "patcher.ci.review",
+    "patcher.ci.update",
 )
 
 

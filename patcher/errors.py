@@ -20,7 +20,7 @@ class UsageError(PatcherError):
 
 
 class DriftError(PatcherError):
-    """A codemod met an upstream shape it does not know (see ``patcher.engine.Drift``)."""
+    """A codemod met an upstream shape it does not know (see ``patcher.series.engine.Drift``)."""
 
     exit_code = 3
 

@@ -1,4 +1,7 @@
-"""Progress of long commands: a live bar on a terminal, nothing in pipes and logs.
+"""What commands tell the user on stderr: one-line messages, and progress of long commands
+(a live bar on a terminal, nothing in pipes and logs).
+
+:func:`say` prints one line on stderr (the CLI's messages, and every command's progress).
 
 Commands report steps as text (``[3/40] 4.45.0: ok``, the form ``batch`` and ``regen``
 print); :class:`Bars` turns the ``[i/n]`` of each named stream into a rich progress bar on
@@ -11,6 +14,11 @@ from __future__ import annotations
 import re
 import sys
 from types import TracebackType
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
 
 STEP = re.compile(r"\[(\d+)/(\d+)\]\s*(.*)")
 

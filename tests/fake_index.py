@@ -1,6 +1,6 @@
 """A fake package index for offline tests of pins and upstream: tiny wheels and a fake pip.
 
-``FakePip`` stands in for :func:`patcher.pypi.run_pip`: ``download`` writes a small
+``FakePip`` stands in for :func:`patcher.upstream.pypi.run_pip`: ``download`` writes a small
 transformers wheel holding the two Gemma files into ``-d DEST``, counting calls, or fails the
 way pip fails offline.
 """
@@ -12,7 +12,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from patcher.pins import Pin
+from patcher.upstream.pins import Pin
 
 MODELING = b'"""Fake modeling_gemma."""\r\n\r\nclass GemmaModel:\r\n    pass\r\n'
 CONFIGURATION = b'"""Fake configuration_gemma."""\n\nclass GemmaConfig:\n    pass\n'
@@ -54,7 +54,7 @@ def pin_for(
 
 
 class FakePip:
-    """Replacement for ``patcher.pypi.run_pip``; ``offline=True`` fails like pip without network."""
+    """Replacement for ``patcher.upstream.pypi.run_pip``; ``offline=True`` fails like pip without network."""
 
     def __init__(self, wheels: dict[str, bytes] | None = None, offline: bool = False) -> None:
         self.wheels = wheels or {}

@@ -68,9 +68,9 @@ from dataclasses import dataclass, field, replace
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from patcher import engine
 from patcher.errors import DriftError
-from patcher.outputs import MODELING
+from patcher.series import engine
+from patcher.series.contract import MODELING
 
 KINDS = ("delete", "rebind-scale", "rebind-tanh", "rebind-shift", "call-scale", "const")
 REBINDS = {

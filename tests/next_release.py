@@ -12,10 +12,11 @@ from pathlib import Path
 
 from fake_index import FakePip, make_wheel
 
-from patcher import lockfile, pins, pypi
-from patcher.cache import BlobCache
-from patcher.lockfile import Lock
-from patcher.pins import Pin
+from patcher.ci import lockfile
+from patcher.ci.lockfile import Lock
+from patcher.upstream import pins, pypi
+from patcher.upstream.cache import BlobCache
+from patcher.upstream.pins import Pin
 
 BASE = "5.24.0"  # the newest committed pin: the synthetic releases start from its files
 POST_INIT = "        self.post_init()\n"

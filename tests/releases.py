@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from patcher import pins, upstream
+from patcher.upstream import fetch as upstream
+from patcher.upstream import pins
 
 PINNED = list(pins.load_pins())
 SUPPORTED = PINNED

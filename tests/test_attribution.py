@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from patcher.attribution import attributed_hunks, contributions, trace
+from patcher.series.attribution import attributed_hunks, contributions, trace
 
 UPSTREAM = "import torch\nclass A:\n    x = 1\nclass B:\n    y = 2\n"
 

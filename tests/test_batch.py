@@ -1,4 +1,4 @@
-"""Regenerating many releases at once (patcher.batch): grouping, notice substitution, reuse,
+"""Regenerating many releases at once (patcher.series.batch): grouping, notice substitution, reuse,
 and byte-identity with ``generate.generate`` release by release."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ import functools
 import pytest
 from releases import PINNED, fetch
 
-from patcher import batch, engine
 from patcher.errors import DriftError
-from patcher.generate import generate, notice
-from patcher.outputs import MODELING, Output, OutputCache
-from patcher.upstream import Upstream
+from patcher.series import batch, engine
+from patcher.series.contract import MODELING, Output
+from patcher.series.generate import generate
+from patcher.series.notice import notice
+from patcher.series.reuse import OutputCache
+from patcher.upstream.fetch import Upstream
 
 SERIES = engine.load_series()
 NAMES = [c.NAME for c in SERIES if c.FILE == MODELING]

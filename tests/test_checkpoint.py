@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from patcher import checkpoint
-from patcher.checkpoint import AUTO_MAP, BACKUP, CheckpointError, install, with_auto_map
-from patcher.outputs import NOTICE_MARK
+from patcher.deploy import checkpoint
+from patcher.deploy.checkpoint import AUTO_MAP, BACKUP, CheckpointError, install, with_auto_map
+from patcher.series.contract import NOTICE_MARK
 
 # As transformers' save_pretrained writes it: sorted keys, indent 2, a final newline.
 SAVED = (

@@ -90,7 +90,8 @@ def test_pre_commit_hook_offers_patcher_check():
     assert build_parser().parse_args(words[3:]).func
     assert check["pass_filenames"] is False
     files = re.compile(check["files"])
-    for path in ("patches/quantize.py", "patches/series", "patcher/engine.py", "upstream_pins/lock.json"):
+    paths = ("patches/quantize.py", "patches/series", "patcher/series/engine.py", "upstream_pins/lock.json")
+    for path in paths:
         assert files.search(path), path
     assert not files.search("README.md")
 
@@ -163,7 +164,7 @@ def test_update_workflow_is_idempotent():
 
 
 def test_update_workflow_tells_the_states_apart_by_exit_code():
-    from patcher.update import EXIT_CODES
+    from patcher.ci.update import EXIT_CODES
 
     script = update_script()
     assert "patcher update --json > update.json" in script
@@ -174,7 +175,7 @@ def test_update_workflow_tells_the_states_apart_by_exit_code():
 
 
 def test_the_json_fields_the_update_workflow_reads_exist():
-    from patcher import update
+    from patcher.ci import update
 
     outcome = update.Outcome("5.25.0", "supported", "verified").as_dict()
     document = update.Update("5.24.0", [update.Outcome("5.25.0", "supported", "verified")]).as_dict()
@@ -234,7 +235,7 @@ elif args[:2] == ["issue", "create"]:
 def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run(tmp_path):
     """The issue step of update.yml, run twice with a fake gh: issues are created on the first
     run only; the second run finds each by its title and edits it."""
-    from patcher import update
+    from patcher.ci import update
 
     step = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if "issue" in s.get("name", ""))
     document = update.Update(

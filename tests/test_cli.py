@@ -10,8 +10,8 @@ import sys
 import pytest
 from releases import fetch
 
-from patcher import engine
 from patcher.cli import main
+from patcher.series import engine
 
 SPEC_ORDER = [
     "library-imports",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from releases import fetch
 
-from patcher import lockfile
+from patcher.ci import lockfile
 
 pytestmark = pytest.mark.network
 

@@ -10,8 +10,8 @@ import libcst as cst
 import pytest
 from releases import fetch
 
-from patcher import engine
 from patcher.cli import main
+from patcher.series import engine
 from patches import _layout as lay
 from patches import _shapes as s
 

@@ -21,11 +21,12 @@ import pytest
 from fake_index import FakePip, make_wheel, pin_for, sha, wheel_bytes
 from releases import fetch
 
-from patcher import pypi, upstream
-from patcher.cache import BlobCache
 from patcher.cli import main
-from patcher.pins import write_pin
-from patcher.upstream import Upstream
+from patcher.upstream import fetch as upstream
+from patcher.upstream import pypi
+from patcher.upstream.cache import BlobCache
+from patcher.upstream.fetch import Upstream
+from patcher.upstream.pins import write_pin
 
 VERSION = "4.40.2"
 
@@ -356,7 +357,7 @@ def test_out_under_a_file(output_cached, sandbox: Path, capsys) -> None:
 def test_out_that_cannot_be_written(output_cached, sandbox: Path, monkeypatch, capsys) -> None:
     """An unwritable directory (tests run as root, who may write anywhere: the write fails
     the way it fails for a user without permission)."""
-    from patcher import atomicdir
+    from patcher.deploy import atomicdir
 
     def denied(path: Path, text: str) -> None:
         raise PermissionError(13, "Permission denied", str(path))

@@ -26,11 +26,12 @@ from hypothesis import strategies as st
 from perturb import Perturbation, normalized_ast
 from releases import DISTINCT_SUPPORTED, fetch
 
-from patcher import engine
 from patcher.errors import DriftError
-from patcher.generate import generate, notice
-from patcher.outputs import MODELING, Output
-from patcher.upstream import Upstream
+from patcher.series import engine
+from patcher.series.contract import MODELING, Output
+from patcher.series.generate import generate
+from patcher.series.notice import notice
+from patcher.upstream.fetch import Upstream
 
 pytestmark = pytest.mark.network
 
@@ -154,8 +155,8 @@ def test_the_perturbations_change_the_layout() -> None:
 def test_output_of_a_reformatted_upstream_verifies(tmp_path) -> None:
     """The whole chain on a reformatted copy: `patcher apply --upstream` (unpinned), then the
     SPEC §6 checks in the release's own environment against upstream's Gemma."""
-    from patcher import verify
     from patcher.cli import main
+    from patcher.verify import release
 
     version = "4.40.2"
     up = fetch(version)
@@ -166,6 +167,6 @@ def test_output_of_a_reformatted_upstream_verifies(tmp_path) -> None:
     argv = ["apply", "--upstream", str(tmp_path / "modeling_gemma.py"), "--out", str(out)]
     assert main(argv) == 0
     assert "UNPINNED" in (out / "modeling_gemma_vacc.py").read_text()
-    report = verify.verify_output(version, out)
+    report = release.verify_output(version, out)
     assert not report.crashed, report.stderr_tail
-    assert report.ok, verify.render_table(report)
+    assert report.ok, release.render_table(report)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from patcher import envs
-from patcher.checkpoint import AUTO_MAP, BACKUP
 from patcher.cli import main
+from patcher.deploy.checkpoint import AUTO_MAP, BACKUP
+from patcher.verify import envs
 
 pytestmark = pytest.mark.network
 
 #: Releases the end-to-end test runs for: a 4.x release and the newest supported 5.x.
 E2E_RELEASES = ["4.40.2", "5.24.0"]
-CHECKS = Path(__file__).resolve().parent.parent / "patcher" / "verify_checks.py"
+CHECKS = Path(__file__).resolve().parent.parent / "patcher" / "verify" / "checks.py"
 
 SAVE = """
 import sys, importlib.util

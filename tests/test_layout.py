@@ -108,3 +108,48 @@ def test_the_finder_sees_a_cycle():
 def test_no_import_cycles(package):
     found = [c for c in cycles(graph()) if c[0].startswith(package)]
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+#: patcher's layers, bottom up: a module imports only modules of its own layer or of layers
+#: below it (``patches`` sits beside ``series``, which runs it; no lower layer may import it).
+LAYERS = (
+    ("patcher.errors", "patcher.progress"),
+    ("patcher.upstream",),
+    ("patches", "patcher.series"),
+    ("patcher.deploy",),
+    ("patcher.verify",),
+    ("patcher.ci",),
+    ("patcher.cli",),
+    ("patcher.console", "patcher.__main__"),
+)
+
+
+def layer(module: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is in no layer of tests/test_layout.py; add it to LAYERS")
+
+
+def test_every_module_has_a_layer():
+    for module in graph():
+        if module not in PACKAGES:
+            layer(module)
+
+
+def test_lower_layers_never_import_higher_ones():
+    upward = [
+        f"{module} ({LAYERS[layer(module)][0]}) imports {target} ({LAYERS[layer(target)][0]})"
+        for module, targets in graph().items()
+        if module not in PACKAGES
+        for target in sorted(targets)
+        if layer(target) > layer(module)
+    ]
+    assert not upward, "imports against the layers: " + "; ".join(upward)
+
+
+def test_the_in_environment_checks_import_no_patcher():
+    """``verify/checks.py`` runs by path inside a release's environment, where patcher is not
+    installed: it must not import patcher or patches (it loads ``deploy/checkpoint.py`` by path)."""
+    assert graph()["patcher.verify.checks"] == set()
+    assert graph()["patcher.deploy.checkpoint"] == set()

@@ -10,7 +10,7 @@ import pytest
 from releases import fetch
 
 from patcher.cli import main
-from patcher.outputs import OUTPUT_FILES
+from patcher.series.contract import OUTPUT_FILES
 
 pytestmark = pytest.mark.network
 

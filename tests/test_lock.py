@@ -7,10 +7,10 @@ import json
 import pytest
 from trees import QUANTIZE_EDIT, copy_tree, edit, run_patcher
 
-from patcher import lockfile
+from patcher.ci import lockfile
+from patcher.ci.lockfile import Difference, Entry, Lock, compare, release_spans
 from patcher.cli import main
 from patcher.errors import DriftError
-from patcher.lockfile import Difference, Entry, Lock, compare, release_spans
 
 A = {"modeling_gemma_vacc.py": "a" * 64, "quantization_vacc.py": "e" * 64}
 B = {"modeling_gemma_vacc.py": "b" * 64, "quantization_vacc.py": "e" * 64}
@@ -171,8 +171,8 @@ def test_check_diff_on_a_cold_cache_regenerates_the_locked_text_from_git(tmp_pat
     import shutil
     import subprocess
 
-    from patcher import pins
-    from patcher.cache import BlobCache
+    from patcher.upstream import pins
+    from patcher.upstream.cache import BlobCache
 
     versions = ["4.40.1", "4.40.2"]
     tree = copy_tree(tmp_path / "tree", versions)

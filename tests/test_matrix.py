@@ -7,11 +7,12 @@ import json
 import pytest
 from releases import PINNED, fetch
 
-from patcher import engine, matrix
+from patcher.ci import matrix
 from patcher.cli import main
 from patcher.errors import DriftError
-from patcher.generate import generate
-from patcher.outputs import MODELING
+from patcher.series import engine
+from patcher.series.contract import MODELING
+from patcher.series.generate import generate
 
 SERIES = engine.load_series()
 NAMES = [c.NAME for c in SERIES]

@@ -31,7 +31,7 @@ import mutants
 import pytest
 from releases import DISTINCT_SUPPORTED, fetch
 
-from patcher import engine
+from patcher.series import engine
 from patches._base import VaccCodemod
 
 SERIES = engine.load_series()

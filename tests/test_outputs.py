@@ -1,6 +1,6 @@
 """Writing an output directory: the old set or the new, never a mix, whatever interrupts it.
 
-``write_output`` stages the files in a hidden sibling and swaps it in (``patcher.atomicdir``).
+``write_output`` stages the files in a hidden sibling and swaps it in (``patcher.deploy.atomicdir``).
 These tests interrupt it at every step — an exception raised by a write or a rename, and a
 process killed with SIGKILL — and check that the directory then holds exactly the old set (or,
 after the swap, exactly the new one), and that the next write cleans up what the dead
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from patcher import atomicdir
+from patcher.deploy import atomicdir
+from patcher.deploy.write import write_output
 from patcher.errors import UsageError
-from patcher.outputs import NOTICE_MARK, write_output
+from patcher.series.contract import NOTICE_MARK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,8 +145,9 @@ def test_a_failing_swap_leaves_the_old_set(out: Path, swap: str, monkeypatch: py
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from patcher import atomicdir
-from patcher.outputs import NOTICE_MARK, write_output
+from patcher.deploy import atomicdir
+from patcher.series.contract import NOTICE_MARK
+from patcher.deploy.write import write_output
 
 out, point, swap = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if swap == "two-renames":
@@ -340,12 +342,25 @@ def test_the_output_key_is_of_the_code_imported_not_of_files_edited_since(tmp_pa
     the edited code's outputs."""
     import shutil
 
-    from patcher import contract, engine
+    from patcher.series import contract, engine
 
     copy = tmp_path / "patches"
     shutil.copytree(engine.PATCHES_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     engine.load_series(copy)  # takes the digest of what it imports
-    before = contract._DIGESTS[copy.resolve()]
+    series, output = contract._DIGESTS[copy.resolve()]
     (copy / "quantize.py").write_text((copy / "quantize.py").read_text() + "\n# edited\n")
-    assert contract.series_digest(copy) == before
-    assert contract._series_digest(copy.resolve()) != before  # the files did change
+    assert contract.series_digest(copy) == series
+    assert contract.output_digest(copy) == output
+    assert contract._series_digest(copy.resolve()) != series  # the files did change
+
+
+def test_the_output_key_covers_the_runner_and_the_lock_digest_does_not():
+    """The lock's series digest is of the codemods alone; the output key adds patcher's runner
+    modules, so a runner change makes cached outputs stale without touching the lock."""
+    from patcher.series import contract
+
+    assert contract.output_digest() != contract.series_digest()
+    assert contract._output_digest(contract.series_digest()) == contract.output_digest()
+    assert contract._output_digest("0" * 64) != contract.output_digest()
+    here = Path(contract.__file__).parent
+    assert all((here / name).is_file() for name in contract.RUNNER)

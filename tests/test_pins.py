@@ -10,10 +10,10 @@ import pytest
 from fake_index import CONFIGURATION, MODELING, FakePip, pin_for, sha, wheel_bytes
 from packaging.version import Version
 
-from patcher import pins, pypi
-from patcher.cache import BlobCache
 from patcher.errors import UpstreamError, UsageError
-from patcher.pins import Pin, load_pins, pin_release, write_pin
+from patcher.upstream import pins, pypi
+from patcher.upstream.cache import BlobCache
+from patcher.upstream.pins import Pin, load_pins, pin_release, write_pin
 
 
 @pytest.fixture(autouse=True)

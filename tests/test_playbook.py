@@ -37,9 +37,10 @@ import mutants
 import pytest
 from next_release import BASE, POST_INIT, Index, without_post_init
 
-from patcher import envs, lockfile, verify
+from patcher.ci import lockfile
 from patcher.cli import main
-from patcher.verify import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
+from patcher.verify import envs, release
+from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
 from patches import _layout as lay
 from patches import _shapes as s
 from patches._base import Drift
@@ -235,7 +236,7 @@ def test_the_drift_playbook(rehearsal, monkeypatch, capsys):
         seen.append((version, overlay.modeling_path if overlay else None, text))
         return passing(version, overlay)
 
-    monkeypatch.setattr(verify, "verify_output", verify_output)
+    monkeypatch.setattr(release, "verify_output", verify_output)
     assert call(capsys, "verify", "--upstream", str(rehearsal["file"]), "--transformers", BASE)[0] == 0
     assert call(capsys, "verify", "--transformers", NEXT)[0] == 0
     assert [(v, o) for v, o, _ in seen] == [(BASE, str(rehearsal["file"])), (NEXT, None)]

@@ -9,9 +9,10 @@ import re
 import pytest
 from releases import DISTINCT_SUPPORTED, SUPPORTED, fetch
 
-from patcher import claims, engine
-from patcher.generate import generate, notice
-from patcher.outputs import COMPANION_DIR, MODELING
+from patcher.series import claims, engine
+from patcher.series.contract import COMPANION_DIR, MODELING
+from patcher.series.generate import generate
+from patcher.series.notice import notice
 
 pytestmark = pytest.mark.network
 

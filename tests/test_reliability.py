@@ -34,13 +34,16 @@ from releases import fetch
 from test_errors import refused, tree
 from trees import copy_tree
 
-from patcher import atomicdir, console, outputs, pypi
-from patcher.cache import BlobCache
+from patcher import console
+from patcher.ci.lockfile import lock_path
 from patcher.cli import main
-from patcher.lockfile import lock_path
-from patcher.outputs import NOTICE_MARK, OUTPUT_FILES, output_key
-from patcher.pins import load_pins
-from patcher.upstream import Upstream
+from patcher.deploy import atomicdir, write
+from patcher.series.contract import NOTICE_MARK, OUTPUT_FILES
+from patcher.series.reuse import output_key
+from patcher.upstream import pypi
+from patcher.upstream.cache import BlobCache
+from patcher.upstream.fetch import Upstream
+from patcher.upstream.pins import load_pins
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "4.40.2"
@@ -360,7 +363,7 @@ def test_legacy_companion_is_recognised(cached, work: Path) -> None:
     assert main(["apply", "--transformers", VERSION, "--out", "out"]) == 0
     companion = (work / "out" / "quantization_vacc.py").read_text()
     legacy = companion[companion.index('"""') :]  # the companion as it was shipped before
-    if hashlib.sha256(legacy.encode()).hexdigest() not in outputs.LEGACY_COMPANIONS:
+    if hashlib.sha256(legacy.encode()).hexdigest() not in write.LEGACY_COMPANIONS:
         pytest.fail("the companion's body changed: add the digest of the old one to LEGACY_COMPANIONS")
     (work / "out" / "quantization_vacc.py").write_text(legacy)
     assert main(["apply", "--transformers", VERSION, "--out", "out"]) == 0
@@ -440,7 +443,7 @@ def test_pin_into_unwritable_pins_directory_downloads_nothing(
 ):
     index = FakePip({"4.41.0": wheel_bytes(tmp_path / "w", "4.41.0")})
     monkeypatch.setattr(pypi, "run_pip", index)
-    monkeypatch.setattr("patcher.pins._refuse_yanked", lambda version: None)
+    monkeypatch.setattr("patcher.upstream.pins._refuse_yanked", lambda version: None)
     before = tree(tmp_path / "pins")
     with read_only(tmp_path / "pins"):
         code = main(["pin", "4.41.0"])
@@ -466,7 +469,7 @@ def test_concurrent_creation_of_the_same_out(tmp_path: Path, monkeypatch: pytest
         return rename(src, dst)
 
     monkeypatch.setattr(atomicdir.os, "rename", racing_rename)
-    outputs.write_output(ours, target)
+    write.write_output(ours, target)
     assert {p.name: p.read_text() for p in target.iterdir()} == ours
     assert leftovers(tmp_path) == []
 
@@ -619,7 +622,7 @@ def test_out_recovers_a_read_only_leftover(tmp_path: Path) -> None:
     staged.mkdir()
     (staged / "modeling_gemma_vacc.py").write_text("half")
     staged.chmod(0o555)
-    outputs.write_output({name: f"{NOTICE_MARK}\n" for name in OUTPUT_FILES}, target)
+    write.write_output({name: f"{NOTICE_MARK}\n" for name in OUTPUT_FILES}, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -644,7 +647,7 @@ def test_endless_upstream_is_refused(work: Path, capsys) -> None:
 def test_wheel_member_over_the_size_limit(work: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     big = b"x = 1\n" * 200_000
     wheel = wheel_bytes(tmp_path / "w", "4.41.0", modeling=big)
-    from patcher.pins import write_pin
+    from patcher.upstream.pins import write_pin
 
     write_pin(pin_for("4.41.0", wheel, modeling=big), tmp_path / "pins")
     monkeypatch.setattr(pypi, "run_pip", FakePip({"4.41.0": wheel}))
@@ -788,7 +791,7 @@ def test_upstream_with_windows_line_endings(local_upstream: Path, work: Path, re
 
 
 def test_mixed_line_endings_become_lf() -> None:
-    from patcher.engine import split_newlines
+    from patcher.series.engine import split_newlines
 
     assert split_newlines("a\r\nb\nc\rd\r\n") == ("a\nb\nc\nd\n", "\n")
     assert split_newlines("a\r\nb\r\n") == ("a\nb\n", "\r\n")

@@ -10,10 +10,12 @@ import subprocess
 import pytest
 from trees import QUANTIZE_EDIT, SUBSET, copy_tree, edit
 
-from patcher import progress, regen, review_render
+from patcher import progress
+from patcher.ci import review_render
+from patcher.ci.review import review as run_review
 from patcher.cli import main
 from patcher.errors import DriftError
-from patcher.review import review as run_review
+from patcher.series import regen
 
 pytestmark = pytest.mark.network
 
@@ -78,7 +80,7 @@ def report(repo):
     """The review of the quantize commit, computed once for the format tests (and the
     progress it reported)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("patcher.review.Bars", RecordingBars)
+        mp.setattr("patcher.ci.review.Bars", RecordingBars)
         mp.setenv("PATCHER_OUTPUT_CACHE", "0")  # every release run, so every step reported
         return run_review(repo, "HEAD~1")
 

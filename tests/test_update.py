@@ -6,7 +6,7 @@ code of each.
 The unit tests serve tiny fake wheels (whose Gemma files drift in every codemod).  The tests
 marked ``network`` serve the real 5.24.0 upstream files (from the user cache, fetched once),
 as they are or with one unit reshaped (``tests/next_release.py``); generation and locking are
-real there, verification is replaced by a fake at ``patcher.verify.verify_output``, below
+real there, verification is replaced by a fake at ``patcher.verify.release.verify_output``, below
 the command's own ``verify_release``.  The test marked ``verify`` runs the default, real
 verification on 5.24.0 as if it were new, with the real index.
 """
@@ -22,11 +22,13 @@ from fake_index import FakePip, wheel_bytes
 from next_release import BASE, Index, releases, without_post_init
 from packaging.version import Version
 
-from patcher import lockfile, pins, pypi, update, verify
+from patcher.ci import lockfile, update
+from patcher.ci.lockfile import Entry, Lock
 from patcher.cli import main
-from patcher.envs import EnvError
-from patcher.lockfile import Entry, Lock
-from patcher.verify import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
+from patcher.upstream import pins, pypi
+from patcher.verify import release
+from patcher.verify.envs import EnvError
+from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
 
 N_CHECKS = len(CHECK_NAMES) * len(CONFIGS)
 
@@ -46,7 +48,7 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> dict:
         checks = [CheckResult(n, c, failing.get(n, "pass"), "detail") for n in CHECK_NAMES for c in CONFIGS]
         return VerifyReport(version, checks, seconds=0.1)
 
-    monkeypatch.setattr(verify, "verify_output", verify_output)
+    monkeypatch.setattr(release, "verify_output", verify_output)
     return state
 
 

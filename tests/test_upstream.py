@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from fake_index import CONFIGURATION, MODELING, FakePip, pin_for, sha, wheel_bytes
 
-from patcher import pypi, upstream
-from patcher.cache import BlobCache, cache_root
 from patcher.errors import UpstreamError, UsageError
-from patcher.pins import PINS_DIR, Pin, load_pins
-from patcher.upstream import Upstream, fetch, from_files, from_installed
+from patcher.upstream import fetch as upstream
+from patcher.upstream import pypi
+from patcher.upstream.cache import BlobCache, cache_root
+from patcher.upstream.fetch import Upstream, fetch, from_files, from_installed
+from patcher.upstream.pins import PINS_DIR, Pin, load_pins
 
 VERSION = "4.40.2"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from patcher import envs
 from patcher.errors import UsageError
-from patcher.verify import (
+from patcher.verify import envs
+from patcher.verify.release import (
     CHECK_NAMES,
     CONFIGS,
     OUTPUT_FILES,
@@ -156,9 +156,9 @@ def test_crashed_report_fails_every_check_with_the_last_error_line():
 
 
 def fake_python(tmp_path: Path, body: str) -> Path:
-    """An executable that stands in for the environment's python running verify_checks.py.
+    """An executable that stands in for the environment's python running verify/checks.py.
 
-    It receives ``verify_checks.py OUTPUT_DIR --result FILE`` like the real interpreter.
+    It receives ``checks.py OUTPUT_DIR --result FILE`` like the real interpreter.
     """
     path = tmp_path / "fake-python"
     path.write_text(f"#!{sys.executable}\nimport sys, json\nargs = sys.argv[1:]\n" + textwrap.dedent(body))
@@ -182,7 +182,7 @@ def run_fake(tmp_path: Path, output_dir: Path, body: str, **kwargs) -> VerifyRep
 
 def test_verify_output_reads_the_result_file(tmp_path, output_dir):
     body = f"""
-    assert args[0].endswith("verify_checks.py") and args[2] == "--result"
+    assert args[0].endswith("checks.py") and args[2] == "--result"
     assert args[1] == {str(output_dir.resolve())!r}
     open(args[3], "w").write({document([entry(), entry(config="mha")])!r})
     print("noise on stdout")
@@ -357,8 +357,8 @@ def test_torch_guard_reports_when_pip_finds_nothing(tmp_path):
 
 
 def test_check_names_match_the_check_script():
-    """verify.py cannot import the check script (torch); keep the two lists in step."""
-    source = (Path(envs.__file__).with_name("verify_checks.py")).read_text()
+    """verify/release.py cannot import the check script (torch); keep the two lists in step."""
+    source = (Path(envs.__file__).with_name("checks.py")).read_text()
     for name in CHECK_NAMES:
         assert f"def check_{name}(" in source
     assert source.count("def check_") == len(CHECK_NAMES)
@@ -453,13 +453,13 @@ def test_quantization_companion_in_the_base_env(release_env):
 
 
 def test_check_names_agree_with_the_check_script() -> None:
-    """verify_checks.py runs inside a release environment and cannot import patcher, so it keeps
+    """verify/checks.py runs inside a release environment and cannot import patcher, so it keeps
     its own copy of the check list; the two copies must not drift apart."""
     import ast
 
-    from patcher import verify
+    from patcher.verify import release
 
-    tree = ast.parse(verify.CHECKS_SCRIPT.read_text())
+    tree = ast.parse(release.CHECKS_SCRIPT.read_text())
     script = next(
         ast.literal_eval(node.value)
         for node in tree.body

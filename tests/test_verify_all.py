@@ -11,12 +11,13 @@ import time
 import pytest
 from releases import PINNED
 
-from patcher import batch, verify, verify_all
 from patcher.cli import main
-from patcher.envs import EnvError
 from patcher.errors import DriftError
-from patcher.outputs import OUTPUT_FILES, Output
-from patcher.verify import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
+from patcher.series import batch
+from patcher.series.contract import OUTPUT_FILES, Output
+from patcher.verify import command, release
+from patcher.verify.envs import EnvError
+from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
 
 DRIFT = DriftError(
     "drift: codemod attention, target GemmaAttention.forward at modeling_gemma.py:247: no\n"
@@ -56,7 +57,7 @@ def fakes(monkeypatch):
         return report(version, state["fail"].get(version))
 
     monkeypatch.setattr(batch, "generate_many", generate_many)
-    monkeypatch.setattr(verify, "verify_output", verify_output)
+    monkeypatch.setattr(release, "verify_output", verify_output)
     return state
 
 
@@ -138,7 +139,7 @@ def test_json(fakes, capsys):
 def test_jobs_run_releases_at_once_in_order_with_one_thread_each(fakes, monkeypatch):
     running, peak = [0], [0]
     lock = threading.Lock()
-    fake_verify = verify.verify_output
+    fake_verify = release.verify_output
 
     def slow(version, out_dir, **kw):
         with lock:
@@ -149,17 +150,17 @@ def test_jobs_run_releases_at_once_in_order_with_one_thread_each(fakes, monkeypa
             running[0] -= 1
         return fake_verify(version, out_dir, **kw)
 
-    monkeypatch.setattr(verify, "verify_output", slow)
+    monkeypatch.setattr(release, "verify_output", slow)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     versions = PINNED[:6]
-    outcomes = verify_all.verify_all(versions, jobs=2)
+    outcomes = command.verify_all(versions, jobs=2)
     assert [o.version for o in outcomes] == versions
     assert all(o.result == "passed" for o in outcomes)
     assert peak[0] == 2
     assert set(fakes["threads"]) == {"1"}
     assert "OMP_NUM_THREADS" not in os.environ
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
-    verify_all.verify_all(versions[:1], jobs=1)
+    command.verify_all(versions[:1], jobs=1)
     assert fakes["threads"][-1] == "3"
 
 
@@ -184,9 +185,9 @@ def test_one_release_prints_its_table(failing, code, monkeypatch, capsys):
         assert "transformers 4.40.2" in (out_dir / "modeling_gemma_vacc.py").read_text()
         return report(version, failing)
 
-    monkeypatch.setattr(verify, "verify_output", check)
+    monkeypatch.setattr(release, "verify_output", check)
     assert main(["verify", "--transformers", "4.40"]) == code
     out = capsys.readouterr().out
-    assert out == verify.render_table(report("4.40.2", failing)) + "\n"
+    assert out == release.render_table(report("4.40.2", failing)) + "\n"
     assert main(["verify", "--transformers", "4.40", "--json"]) == code
     assert json.loads(capsys.readouterr().out) == report("4.40.2", failing).as_dict()

@@ -8,22 +8,23 @@ from pathlib import Path
 import pytest
 from releases import VERIFIED, fetch
 
-from patcher import engine, verify
-from patcher.generate import generate
-from patcher.outputs import write_output
+from patcher.deploy.write import write_output
+from patcher.series import engine
+from patcher.series.generate import generate
+from patcher.verify import release
 
 pytestmark = [pytest.mark.verify, pytest.mark.network]
 
 SERIES = engine.load_series()
 
 
-def _verify(version: str, tmp_path: Path, edit=None) -> verify.VerifyReport:
+def _verify(version: str, tmp_path: Path, edit=None) -> release.VerifyReport:
     files = dict(generate(fetch(version), SERIES).files)
     if edit:
         files["modeling_gemma_vacc.py"] = edit(files["modeling_gemma_vacc.py"])
     out = tmp_path / "out"
     write_output(files, out)
-    return verify.verify_output(version, out)
+    return release.verify_output(version, out)
 
 
 @pytest.mark.parametrize("version", VERIFIED)
@@ -31,8 +32,8 @@ def test_release_passes_every_check(version, tmp_path):
     report = _verify(version, tmp_path)
     assert not report.crashed, report.stderr_tail
     names = {(c.name, c.config) for c in report.checks}
-    assert names == {(n, c) for n in verify.CHECK_NAMES for c in verify.CONFIGS}
-    assert report.ok, verify.render_table(report)
+    assert names == {(n, c) for n in release.CHECK_NAMES for c in release.CONFIGS}
+    assert report.ok, release.render_table(report)
 
 
 def test_verification_catches_a_wrong_attention_scale(tmp_path):

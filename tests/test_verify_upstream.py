@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 from releases import fetch
 
-from patcher import envs, outputs, upstream, verify, verify_all
 from patcher.cli import main
-from patcher.envs import EnvError
-from patcher.outputs import OUTPUT_FILES, Output
-from patcher.verify import CHECK_NAMES, CONFIGS, CheckResult, Env, Overlay, VerifyReport, render_table
+from patcher.deploy import write
+from patcher.series import reuse
+from patcher.series.contract import OUTPUT_FILES, Output
+from patcher.upstream import fetch as upstream
+from patcher.verify import command, envs, release
+from patcher.verify.envs import EnvError
+from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, Env, Overlay, VerifyReport, render_table
 
 MODELING = "modeling_gemma.py"
 CONFIGURATION = "configuration_gemma.py"
@@ -59,8 +62,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
         state["verified"].append((version, overlay, {n: (out_dir / n).read_text() for n in OUTPUT_FILES}))
         return passing(version, overlay)
 
-    monkeypatch.setattr(outputs, "generate_cached", generate_cached)
-    monkeypatch.setattr(verify, "verify_output", verify_output)
+    monkeypatch.setattr(reuse, "generate_cached", generate_cached)
+    monkeypatch.setattr(release, "verify_output", verify_output)
     return state
 
 
@@ -107,8 +110,8 @@ def test_drift_exits_3_and_verifies_nothing(local, monkeypatch, capsys):
     def no_env(*args, **kwargs):
         raise AssertionError("an environment was built for a drifting upstream")
 
-    monkeypatch.setattr(verify, "ensure_env", no_env)
-    monkeypatch.setattr(verify, "verify_output", no_env)
+    monkeypatch.setattr(release, "ensure_env", no_env)
+    monkeypatch.setattr(release, "verify_output", no_env)
     assert main(["verify", "--upstream", "fork/modeling_gemma.py", "--transformers", "4.40.2"]) == 3
     err = capsys.readouterr().err
     assert "drift: codemod attention" in err and "Traceback" not in err
@@ -121,8 +124,8 @@ def test_an_environment_that_cannot_be_built_exits_4(local, monkeypatch, capsys)
     def no_env(version, progress=None):
         raise EnvError(f"could not build the environment for transformers {version}: no network")
 
-    monkeypatch.setattr(outputs, "generate_cached", generate_cached)
-    monkeypatch.setattr(verify, "ensure_env", no_env)
+    monkeypatch.setattr(reuse, "generate_cached", generate_cached)
+    monkeypatch.setattr(release, "ensure_env", no_env)
     assert main(["verify", "--upstream", "fork/modeling_gemma.py", "--transformers", "4.40"]) == 4
     err = capsys.readouterr().err
     assert err == "patcher: could not build the environment for transformers 4.40.2: no network\n"
@@ -168,7 +171,7 @@ def test_without_a_configuration_it_is_refused_as_apply_refuses_it(tmp_path, mon
     """As ``apply --upstream``: no configuration beside FILE and none given is a usage error."""
     (tmp_path / "alone.py").write_text("class GemmaModel:\n    pass\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(verify, "verify_output", lambda *a, **k: pytest.fail("verified"))
+    monkeypatch.setattr(release, "verify_output", lambda *a, **k: pytest.fail("verified"))
     assert main(["verify", "--upstream", "alone.py", "--transformers", "4.40.2"]) == 2
     err = capsys.readouterr().err
     assert "no configuration_gemma.py given and none beside --upstream alone.py" in err
@@ -207,7 +210,7 @@ def run_fake(tmp_path: Path, overlay: Overlay | None) -> dict:
     python = tmp_path / "fake-python"
     python.write_text(FAKE_CHECKS.format(python=sys.executable))
     python.chmod(0o755)
-    report = verify.verify_output(
+    report = release.verify_output(
         "4.40.2", out, env=Env("4.40.2", python, tmp_path / "site"), overlay=overlay
     )
     assert report.overlay == overlay
@@ -310,7 +313,7 @@ def test_the_unmutated_output_fails_against_the_mutant(version, tmp_path):
     """The overlay really is the reference: the mutant's output with the mutation reverted
     (which is the output of the unmutated release) fails against the mutant where the MLP
     shows, and passes where it cannot (quantisation's own error, the graph's structure)."""
-    from patcher.generate import generate
+    from patcher.series.generate import generate
 
     path = mutant(version, tmp_path / "gemma")
     local = upstream.from_files(path, path.with_name(CONFIGURATION))
@@ -318,9 +321,9 @@ def test_the_unmutated_output_fails_against_the_mutant(version, tmp_path):
     assert files["modeling_gemma_vacc.py"].count(MUTATED) == 1  # the output carries the mutation
     files["modeling_gemma_vacc.py"] = files["modeling_gemma_vacc.py"].replace(MUTATED, MLP)
     out = tmp_path / "out"
-    outputs.write_output(files, out)
-    with verify_all._one_thread_per_check():  # as the command runs it
-        report = verify.verify_output(version, out, overlay=Overlay.from_upstream(local))
+    write.write_output(files, out)
+    with command._one_thread_per_check():  # as the command runs it
+        report = release.verify_output(version, out, overlay=Overlay.from_upstream(local))
     assert not report.crashed, report.stderr_tail
     failed = {c.name for c in report.failed}
     assert {"logits", "logits_padded", "decode", "sequence_classification", "from_pretrained"} <= failed

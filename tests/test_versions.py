@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from patcher.errors import UsageError
-from patcher.versions import check_release, resolve
+from patcher.upstream.versions import check_release, resolve
 
 PINNED = {
     v: object()

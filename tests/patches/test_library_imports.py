@@ -237,8 +237,8 @@ def test_a_banner_of_unknown_shape_is_kept_whole(banner: str) -> None:
 
 
 def test_the_notice_says_what_to_edit_instead() -> None:
-    from patcher.generate import notice
-    from patcher.upstream import Upstream
+    from patcher.series.notice import notice
+    from patcher.upstream.fetch import Upstream
 
     up = Upstream("4.48.0", "", "", "0" * 64, "0" * 64, origin="test")
     text = notice(up, "modeling_gemma.py", "0" * 64, [])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
 
-from patcher import engine
 from patcher.errors import DriftError, PatcherError
+from patcher.series import engine
 from patches._base import VaccCodemod
 
 SPEC_ORDER = [
@@ -166,7 +166,7 @@ OUTPUT_SHAPES = {
 @pytest.mark.parametrize("version", ["4.38.0", "4.39.3", "4.40.2"])
 def test_real_upstream_shapes_and_idempotence(version: str) -> None:
     """On real upstream every codemod meets its upstream shapes, then its own-output shapes."""
-    from patcher.upstream import fetch
+    from patcher.upstream.fetch import fetch
 
     upstream = fetch(version)
     for file, source in (

@@ -1,131 +1,22 @@
-"""Outputs: what one release's generation produced, where it is written, and its reuse.
+"""Writing an output into a directory: whole sets, never a mix, never over someone else's files.
 
-This module imports no libcst on purpose.  An output depends only on the upstream files,
-the codemod sources and the notice (SPEC §8), so it is cached content-addressed under that
-key; ``patcher apply`` on a cached output never loads the engine, which is what keeps it
-within a small multiple of ``python -c "import libcst"``.
+``write_output`` is the last step of ``patcher apply`` (and of ``verify``): the files go into
+``--out`` through :mod:`patcher.deploy.atomicdir`, and patcher's own files are told from the
+user's by their notice (:func:`is_own_file`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
-from patcher import atomicdir
-from patcher.cache import BlobCache, cache_root, is_sha256
-from patcher.contract import (  # noqa: F401  (re-exported: where most callers look)
-    COMPANION_DIR,
-    COMPANIONS,
-    CONFIGURATION,
-    MODELING,
-    NOTICE_MARK,
-    OUTPUT_FILES,
-    OUTPUT_NAMES,
-    PATCHES_DIR,
-    Output,
-    Report,
-    notice_release,
-    series_digest,
-)
-from patcher.errors import PatcherError, UsageError
-from patcher.upstream import Upstream
+from patcher.deploy import atomicdir
+from patcher.errors import UsageError
+from patcher.series.contract import COMPANIONS, NOTICE_MARK, OUTPUT_FILES
+from patcher.upstream.fetch import Upstream
 
 
-# -- reuse -----------------------------------------------------------------------------------
-def output_key(upstream: Upstream, codemods: list[str] | None) -> str:
-    """The key of an output: everything it is a function of."""
-    parts = {
-        "series": series_digest(),
-        "codemods": codemods,
-        "version": upstream.version,
-        "origin": upstream.origin if upstream.version is None else None,
-        "modeling": upstream.modeling_sha256,
-        "configuration": upstream.configuration_sha256,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-class OutputCache:
-    """Generated outputs by key: a small JSON record per key, the files as blobs.
-
-    A record is only trusted for the key it says it was written for: each names its own key,
-    file names and blob digests, and a record that does not (damaged, from an older patcher,
-    or another release's record copied over this one) is a miss, regenerated and rewritten.
-    """
-
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or cache_root()) / "outputs"
-        self.blobs = BlobCache(root)
-
-    def get(self, key: str, upstream: Upstream) -> Output | None:
-        try:
-            record = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8"))
-            if not _valid_record(record, key):
-                return None
-            files = {}
-            for name, sha in record["files"].items():
-                data = self.blobs.get(sha)  # checked against its digest; damaged -> None
-                if data is None:
-                    return None
-                files[name] = data.decode("utf-8")
-            reports = [
-                Report(r["codemod"], r["file"], tuple(r["shapes"]), r["added"], r["removed"])
-                for r in record["reports"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError, PatcherError):
-            return None
-        return Output(upstream, files, reports)
-
-    def put(self, key: str, output: Output) -> None:
-        tmp = None
-        try:
-            files = {name: self.blobs.put(text.encode("utf-8")) for name, text in output.files.items()}
-            record = {"key": key, "files": files, "reports": [asdict(r) for r in output.reports]}
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".manifest-")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, indent=1, sort_keys=True)
-            os.replace(tmp, self.root / f"{key}.json")
-        except (OSError, PatcherError):
-            # the cache is an optimisation (a shared read-only cache is normal in CI):
-            # failing to fill it must not fail the command
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-
-
-def _valid_record(record: object, key: str) -> bool:
-    """Whether an output-cache record is one for ``key``: its own key, known file names, and
-    sha256 digests (they become blob paths)."""
-    return (
-        isinstance(record, dict)
-        and record.get("key") == key
-        and isinstance(record.get("files"), dict)
-        and all(name in OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
-        and isinstance(record.get("reports"), list)
-    )
-
-
-def generate_cached(upstream: Upstream, codemods: list[str] | None = None) -> Output:
-    """The output for ``upstream`` (optionally only the named codemods), reused when an
-    identical generation is cached; the engine is imported only when it has to run."""
-    key = output_key(upstream, codemods)
-    cache = OutputCache()
-    reuse = os.environ.get("PATCHER_OUTPUT_CACHE", "1") != "0"
-    output = cache.get(key, upstream) if reuse else None
-    if output is None:
-        from patcher import engine
-        from patcher.generate import generate
-
-        output = generate(upstream, engine.select(engine.load_series(), codemods))
-        cache.put(key, output)
-    return output
-
-
-# -- writing ---------------------------------------------------------------------------------
 def default_out_dir(upstream: Upstream) -> Path:
     return Path("build") / f"transformers-{upstream.version or 'local'}"
 
@@ -234,7 +125,7 @@ def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -
     """Write ``files`` into ``out_dir`` so that readers see the old set or the new, never a mix.
 
     The files are written to a hidden sibling directory which then takes the place of
-    ``out_dir`` in one step (:mod:`patcher.atomicdir`); leftovers of an interrupted earlier
+    ``out_dir`` in one step (:mod:`patcher.deploy.atomicdir`); leftovers of an interrupted earlier
     write are cleaned up first, and ``__pycache__`` is carried over.  A directory holding
     files patcher did not write is refused unless ``force``; with ``force`` those files are
     kept, and patcher's files are replaced one by one beside them (each file whole).  The

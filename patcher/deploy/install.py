@@ -1,6 +1,6 @@
 """``patcher install``: the vacc files and the ``auto_map`` into a checkpoint directory.
 
-The work is :func:`patcher.checkpoint.install`; this module resolves the release, gets its
+The work is :func:`patcher.deploy.checkpoint.install`; this module resolves the release, gets its
 output (reused from the output cache when possible) and reports what changed.
 """
 
@@ -10,10 +10,12 @@ import argparse
 import json
 from pathlib import Path
 
-from patcher import checkpoint, outputs
-from patcher.cli import say, upstream_for
+from patcher.deploy import checkpoint, write
 from patcher.errors import UsageError
-from patcher.outputs import NOTICE_MARK
+from patcher.progress import say
+from patcher.series import contract, reuse
+from patcher.series.contract import NOTICE_MARK
+from patcher.upstream.resolve import upstream_for
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -26,10 +28,10 @@ def cmd_install(args: argparse.Namespace) -> int:
         checkpoint.check_model_type(config, force=args.force)
         checkpoint.with_auto_map(config, force=args.force)
         up = upstream_for(args.transformers)
-        output = outputs.generate_cached(up)
+        output = reuse.generate_cached(up)
         before = _installed_release(weights)
         done = checkpoint.install(
-            weights, output.files, force=args.force, mark=NOTICE_MARK, known=outputs.LEGACY_COMPANIONS
+            weights, output.files, force=args.force, mark=NOTICE_MARK, known=write.LEGACY_COMPANIONS
         )
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
@@ -55,10 +57,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 def _installed_release(weights: Path) -> str | None:
     """The release named by the notice of the vacc modeling file already in ``weights``."""
     try:
-        text = (weights / outputs.OUTPUT_NAMES[outputs.MODELING]).read_text(encoding="utf-8")
+        text = (weights / contract.OUTPUT_NAMES[contract.MODELING]).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    return outputs.notice_release(text[:4096])
+    return contract.notice_release(text[:4096])
 
 
 def _saved_with(config: str) -> str | None:

@@ -3,7 +3,7 @@
 ``check`` regenerates every pinned release and compares with the lock (exit 5 naming the
 releases, grouped, and the codemods concerned; ``--diff`` prints the changes); ``lock``
 rewrites the lock after an intended change.  Regeneration goes through
-:func:`patcher.regen.regenerate`: one series run per distinct pair of upstream files, and
+:func:`patcher.series.regen.regenerate`: one series run per distinct pair of upstream files, and
 outputs reused from the output cache when their key matches.  That key is a digest of every
 codemod source, the series, the runner and both upstream digests, so a hit is what those
 inputs generate; ``--fresh`` ignores the cache all the same.  Wherever contributions are
@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patcher import attribution, lockfile, pins, regen
-from patcher.cli import say
+from patcher.ci import lockfile
+from patcher.ci.lockfile import Difference, Entry, Lock
 from patcher.errors import CheckError, DriftError, PatcherError
-from patcher.lockfile import Difference, Entry, Lock
-from patcher.outputs import OUTPUT_NAMES, Output, series_digest
-from patcher.upstream import Upstream
+from patcher.progress import say
+from patcher.series import attribution, regen
+from patcher.series.contract import OUTPUT_NAMES, Output, series_digest
+from patcher.upstream import pins
+from patcher.upstream.fetch import Upstream
 
 
 # -- regenerating with contributions -------------------------------------------------------------
@@ -188,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- --diff -----------------------------------------------------------------------------------------
 def print_diffs(groups: list[list[Difference]], run: Regeneration, locked: Lock, path: Path) -> None:
     """For the first release of each group: the diff lock → now, hunks labelled by codemod."""
-    from patcher.cache import BlobCache
+    from patcher.upstream.cache import BlobCache
 
     blobs = BlobCache()
     wanted = {  # release -> the locked digests of its differing files
@@ -242,7 +244,7 @@ def print_diffs(groups: list[list[Difference]], run: Regeneration, locked: Lock,
 def _locked_texts_from_git(versions: list[str], path: Path) -> dict[str, str]:
     """Outputs of ``versions`` regenerated with the codemods of the commit that last wrote the
     lock (empty when that is not possible): where the locked texts come from on a cold cache."""
-    from patcher import gitsource
+    from patcher.ci import gitsource
 
     try:
         repo = gitsource.open_repo(path.parent)

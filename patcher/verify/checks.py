@@ -1,6 +1,6 @@
 """The SPEC section 6 checks, run INSIDE one release's environment (not patcher's).
 
-``python verify_checks.py OUTPUT_DIR [--result FILE]`` compares the vacc files in
+``python checks.py OUTPUT_DIR [--result FILE]`` compares the vacc files in
 OUTPUT_DIR (``modeling_gemma_vacc.py``, ``configuration_gemma_vacc.py``,
 ``quantization_vacc.py``) with the installed release's upstream Gemma, on two tiny random
 float32 models: "mqa" (one key/value head, like gemma-2b) and "mha" (four, like gemma-7b).
@@ -644,9 +644,9 @@ def check_onnx_quantized(case: Case, workdir: Path) -> str:
 
 @functools.cache
 def _checkpoint_module():
-    """patcher's ``checkpoint.py`` (standard library only), loaded by path: the check installs
-    the files exactly the way ``patcher install`` does."""
-    path = Path(__file__).with_name("checkpoint.py")
+    """patcher's ``deploy/checkpoint.py`` (standard library only), loaded by path: the check
+    installs the files exactly the way ``patcher install`` does."""
+    path = Path(__file__).resolve().parent.parent / "deploy" / "checkpoint.py"
     spec = importlib.util.spec_from_file_location("patcher_checkpoint", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes

@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
-from patcher import lockfile, pins, pypi, upstream
+from patcher.ci import lockfile
 from patcher.errors import DriftError, PatcherError, UsageError
-from patcher.versions import FIRST_GEMMA, check_release
+from patcher.upstream import fetch, pins, pypi
+from patcher.upstream.versions import FIRST_GEMMA, check_release
 
 if TYPE_CHECKING:
-    from patcher.outputs import Output
-    from patcher.verify import VerifyReport
+    from patcher.series.contract import Output
+    from patcher.verify.release import VerifyReport
 
 Progress = Callable[[str], None]
 VerifyRelease = Callable[[str, "Output", Progress], "VerifyReport"]
@@ -163,13 +164,13 @@ def new_releases(newest_pin: str | None) -> tuple[list[str], list[Skipped]]:
 def verify_release(version: str, output: Output, progress: Progress) -> VerifyReport:
     """Verify ``output`` in release ``version``'s own environment, as ``patcher verify`` does
     (built on first use; one torch thread per check process)."""
-    from patcher import verify
-    from patcher.verify_all import _one_thread_per_check, _write_scratch
+    from patcher.verify import release
+    from patcher.verify.command import _one_thread_per_check, _write_scratch
 
     with tempfile.TemporaryDirectory(prefix="patcher-update-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         _write_scratch(output.files, out_dir)
-        return verify.verify_output(version, out_dir, progress=progress)
+        return release.verify_output(version, out_dir, progress=progress)
 
 
 def _shapes(output: Output) -> dict[str, list[str]]:
@@ -201,13 +202,13 @@ def look_at(
 ) -> tuple[Outcome, pins.Pin | None, Output | None]:
     """Pin ``version`` into a temporary directory, generate and verify it.  Returns the
     outcome, and for a supported release the pin and output to record."""
-    from patcher.outputs import generate_cached
-    from patcher.verify_all import drifting_codemods, failed_checks
+    from patcher.series.reuse import generate_cached
+    from patcher.verify.command import drifting_codemods, failed_checks
 
     try:
         with tempfile.TemporaryDirectory(prefix="patcher-update-pins-") as staging:
             pin = pins.pin_release(version, Path(staging))
-        up = upstream.fetch(version, {version: pin}, progress=progress)
+        up = fetch.fetch(version, {version: pin}, progress=progress)
     except PatcherError as exc:
         error = _one_line(exc)
         return Outcome(version, "error", f"cannot fetch it: {error}", error=error), None, None
@@ -257,12 +258,12 @@ def look_at(
 # -- the run -----------------------------------------------------------------------------------
 def _previous_output(version: str | None, pinned: dict[str, pins.Pin], progress: Progress) -> Output | None:
     """The newest pin's output, to compare shapes with (None when it cannot be had)."""
-    from patcher.outputs import generate_cached
+    from patcher.series.reuse import generate_cached
 
     if version is None:
         return None
     try:
-        return generate_cached(upstream.fetch(version, pinned, progress=progress))
+        return generate_cached(fetch.fetch(version, pinned, progress=progress))
     except PatcherError:
         return None
 
@@ -273,8 +274,8 @@ def update_releases(
     progress: Progress | None = None,
 ) -> Update:
     """Look at every release newer than the newest pin; pin and lock the supported ones."""
-    from patcher import check
-    from patcher.outputs import series_digest
+    from patcher.ci import check
+    from patcher.series.contract import series_digest
 
     say = progress or (lambda message: None)
     lock_file = lockfile.lock_path()
@@ -364,7 +365,7 @@ With several states the code of the worst is used: 6, then 3, then 4.
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from patcher.cli import say
+    from patcher.progress import say
 
     run = update_releases(verify_release=verify_release, progress=say)
     if args.json:

@@ -1,4 +1,4 @@
-"""Rendering a :class:`patcher.review.Review`: Markdown for a pull-request comment, JSON for
+"""Rendering a :class:`patcher.ci.review.Review`: Markdown for a pull-request comment, JSON for
 tools, GitHub workflow annotations.
 
 No difference renders as one line (one JSON line for ``json``).  Markdown keeps under
@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # review runs this module; it only reads review's data
-    from patcher.review import Group, Review
+    from patcher.ci.review import Group, Review
 
 MARKER = "<!-- patcher-review -->"  # lets a workflow find and update its earlier comment
 BUDGET = 60_000  # characters; GitHub refuses comments above 65,536
@@ -90,7 +90,7 @@ def _fence(text: str) -> str:
 
 
 def _sources(review: Review) -> str:
-    from patcher.gitsource import codemod_of
+    from patcher.ci.gitsource import codemod_of
 
     parts = []
     for path in review.changed_sources:

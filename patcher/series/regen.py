@@ -3,22 +3,24 @@
 Two jobs share this module:
 
 - :func:`regenerate` gives the output (or the ``DriftError``) of many releases for
-  ``patcher check``/``lock``.  It uses ``patcher.batch.generate_many`` (one series run per
+  ``patcher check``/``lock``.  It uses ``patcher.series.batch.generate_many`` (one series run per
   distinct pair of upstream files) when that module exists, and otherwise a loop over
   ``generate_cached`` that still runs a drifting upstream only once.
   :func:`release_steps` runs the series of one release keeping the source after every
-  codemod, for attributing lines to codemods (:mod:`patcher.attribution`).
+  codemod, for attributing lines to codemods (:mod:`patcher.series.attribution`).
 - Run as a script, ``python regen.py ROOT REQUEST RESULT``, it does the same with the
   ``patcher`` and ``patches`` packages found in ROOT (a tree materialised from a git commit,
   or the working tree) and writes JSON.  ``patcher review`` runs one such process per side,
   so two versions of the codemods never share a process.  That is why this module imports
-  patcher only inside functions, and why it tolerates older trees (no ``batch``, no output
-  cache): it is the newer side's code driving the older side's packages.
+  patcher only inside functions (through :func:`_module`), and why it tolerates older trees
+  (no ``batch``, no output cache, and the flat ``patcher/`` of before the subpackages): it is
+  the newer side's code driving the older side's packages.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -27,11 +29,35 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from patcher.errors import DriftError
-    from patcher.outputs import Output
-    from patcher.upstream import Upstream
+    from patcher.series.contract import Output
+    from patcher.upstream.fetch import Upstream
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
+
+#: Where each module this worker uses lives: in this tree's layout, then in the flat layout of
+#: trees from before patcher's subpackages (a ``review --base`` of an older commit).
+_WHERE = {
+    "batch": ("patcher.series.batch", "patcher.batch"),
+    "reuse": ("patcher.series.reuse", "patcher.outputs"),
+    "engine": ("patcher.series.engine", "patcher.engine"),
+    "generate": ("patcher.series.generate", "patcher.generate"),
+    "notice": ("patcher.series.notice", "patcher.generate"),
+    "contract": ("patcher.series.contract", "patcher.outputs"),
+    "pins": ("patcher.upstream.pins", "patcher.pins"),
+    "fetch": ("patcher.upstream.fetch", "patcher.upstream"),
+}
+
+
+def _module(role: str):
+    """The module playing ``role`` in the tree imported; ImportError when the tree has none."""
+    for name in _WHERE[role]:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # a module of the tree failed to import something else: a real error
+    raise ImportError(f"no {role} module ({' or '.join(_WHERE[role])})")
 
 
 def regenerate(
@@ -44,7 +70,7 @@ def regenerate(
     series, the runner and both upstream digests, so a hit is the output those inputs give.
     """
     try:
-        from patcher.batch import generate_many
+        generate_many = _module("batch").generate_many
     except ImportError:
         return _regenerate_loop(versions, reuse=reuse, progress=progress)
     return generate_many(list(versions), jobs=jobs, progress=progress, reuse=reuse)
@@ -53,18 +79,18 @@ def regenerate(
 def _regenerate_loop(
     versions: list[str], *, reuse: bool | None, progress: Progress | None
 ) -> dict[str, Output | DriftError]:
-    """The same without ``patcher.batch``: one release at a time, drift shared per upstream."""
+    """The same without ``patcher.series.batch``: one release at a time, drift shared per upstream."""
     import os
 
-    from patcher import pins, upstream
     from patcher.errors import DriftError
 
+    pins, fetch = _module("pins"), _module("fetch")
     pinned = pins.load_pins()
     generate = _generator(reuse if reuse is not None else os.environ.get("PATCHER_OUTPUT_CACHE", "1") != "0")
     drifted: dict[tuple[str, str | None], DriftError] = {}
     out: dict[str, Output | DriftError] = {}
     for i, version in enumerate(versions, 1):
-        up = upstream.fetch(version, pinned, progress=progress)
+        up = fetch.fetch(version, pinned, progress=progress)
         key = (up.modeling_sha256, up.configuration_sha256)
         if key in drifted:  # drift depends on the upstream files only, not on the release
             out[version] = drifted[key]
@@ -81,23 +107,21 @@ def _regenerate_loop(
 def _generator(reuse: bool) -> Callable[[Upstream], Output]:
     """``generate_cached`` when the tree has it and reuse is wanted, else the engine itself."""
     try:
-        from patcher.outputs import generate_cached
-    except ImportError:
+        generate_cached = _module("reuse").generate_cached
+    except (ImportError, AttributeError):
         generate_cached = None
     if reuse and generate_cached is not None:
         return generate_cached
-    from patcher import engine
-    from patcher.generate import generate
-
+    engine, generate = _module("engine"), _module("generate").generate
     series = engine.load_series()
     return lambda up: generate(up, series)
 
 
 def map_releases(task: Callable[[Upstream], T], items: list[Upstream], *, jobs: int = 2) -> list[T]:
-    """``[task(up) for up in items]``, over ``jobs`` processes when ``patcher.batch`` offers them
+    """``[task(up) for up in items]``, over ``jobs`` processes when ``patcher.series.batch`` offers them
     (``task`` must then be a module-level function)."""
     try:
-        from patcher.batch import map_upstreams
+        map_upstreams = _module("batch").map_upstreams
     except ImportError:
         return [task(up) for up in items]
     return map_upstreams(task, items, jobs=jobs)
@@ -106,9 +130,9 @@ def map_releases(task: Callable[[Upstream], T], items: list[Upstream], *, jobs: 
 def release_steps(up: Upstream) -> dict[str, tuple[list[str], list[str]]]:
     """Per upstream file: the codemods that ran on it and the source before the first and
     after each (``steps[0]`` is upstream, ``steps[-1]`` the output).  Raises on drift."""
-    from patcher import engine
-    from patcher.generate import notice
-    from patcher.outputs import CONFIGURATION, MODELING
+    engine, notice = _module("engine"), _module("notice").notice
+    contract = _module("contract")
+    MODELING, CONFIGURATION = contract.MODELING, contract.CONFIGURATION
 
     series = engine.load_series()
     out: dict[str, tuple[list[str], list[str]]] = {}
@@ -143,13 +167,12 @@ def _outputs_document(versions: list[str], jobs: int) -> dict:
 
 
 def _steps_document(versions: list[str]) -> dict:
-    from patcher import pins, upstream
-
+    pins, fetch = _module("pins"), _module("fetch")
     pinned = pins.load_pins()
     blobs: dict[str, str] = {}
     releases: dict[str, dict] = {}
     for i, version in enumerate(versions, 1):
-        steps = release_steps(upstream.fetch(version, pinned))
+        steps = release_steps(fetch.fetch(version, pinned))
         _stderr(f"[{i}/{len(versions)}] {version}")
         releases[version] = {
             file: {"names": names, "steps": [_digest(text, blobs) for text in texts]}

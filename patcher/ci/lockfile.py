@@ -1,7 +1,7 @@
 """The output lock: ``upstream_pins/lock.json``, what every pinned release generates.
 
 For each pinned release the lock records either the sha256 of each output file plus, per
-codemod, a short digest of the lines it wrote (:func:`patcher.attribution.contributions`),
+codemod, a short digest of the lines it wrote (:func:`patcher.series.attribution.contributions`),
 or that the release drifts and which codemods drift.  Drift is a normal, recorded state:
 the series does not support every pinned release yet, and a change that teaches a codemod a
 new shape shows up in the lock as "now generates".  ``series_digest`` says which codemod
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from patcher.cache import is_sha256
 from patcher.errors import UsageError
-from patcher.outputs import OUTPUT_FILES
-from patcher.pins import pins_dir, write_text_atomically
-from patcher.versions import check_release
+from patcher.series.contract import OUTPUT_FILES
+from patcher.upstream.cache import is_sha256
+from patcher.upstream.pins import pins_dir, write_text_atomically
+from patcher.upstream.versions import check_release
 
 LOCK_NAME = "lock.json"
 FORMAT = 1

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from unidiff import PatchSet
 
-from patcher import engine
-from patcher.attribution import trace
-from patcher.outputs import MODELING, OUTPUT_NAMES, Report
+from patcher.series import engine
+from patcher.series.attribution import trace
+from patcher.series.contract import MODELING, OUTPUT_NAMES, Report
 from patches._base import VaccCodemod
 
 

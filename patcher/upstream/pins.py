@@ -18,13 +18,13 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from patcher import pypi
-from patcher.cache import BlobCache
 from patcher.errors import UpstreamError, UsageError
-from patcher.versions import check_release
-from patcher.wheel import GEMMA_FILES, read_gemma_files, sha256_file
+from patcher.upstream import pypi
+from patcher.upstream.cache import BlobCache
+from patcher.upstream.versions import check_release
+from patcher.upstream.wheel import GEMMA_FILES, read_gemma_files, sha256_file
 
-PINS_DIR = Path(__file__).resolve().parent.parent / "upstream_pins"
+PINS_DIR = Path(__file__).resolve().parents[2] / "upstream_pins"
 RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _WHEEL = re.compile(r"transformers-[0-9.]+-[\w.]+-[\w.]+-[\w.]+\.whl")

@@ -2,9 +2,9 @@
 
 ``--upstream FILE [--config-upstream FILE] --transformers SPEC`` verifies the output of a
 local upstream against that local upstream itself, loaded over release SPEC's Gemma in
-SPEC's environment (see :class:`patcher.verify.Overlay`).
+SPEC's environment (see :class:`patcher.verify.release.Overlay`).
 
-``--all`` regenerates every pinned release at once (:func:`patcher.batch.generate_many`, the
+``--all`` regenerates every pinned release at once (:func:`patcher.series.batch.generate_many`, the
 series once per distinct upstream pair), then verifies each release's output in that
 release's own cached environment, ``--jobs`` at a time.  Releases that share upstream files
 are still verified one by one: their environments differ.  A release whose series drifts is
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from patcher import pins
 from patcher.errors import DriftError, PatcherError, UsageError
+from patcher.upstream import pins
 
 if TYPE_CHECKING:
-    from patcher.verify import VerifyReport
+    from patcher.verify.release import VerifyReport
 
 Progress = Callable[[str], None]
 RESULTS = ("passed", "failed", "drift", "error")
@@ -127,8 +127,9 @@ def verify_all(
     progress: Progress | None = None,
 ) -> list[Outcome]:
     """Regenerate and verify each release of ``versions`` (default: every pinned release)."""
-    from patcher import batch, verify
-    from patcher.envs import EnvError
+    from patcher.series import batch
+    from patcher.verify import release
+    from patcher.verify.envs import EnvError
 
     say = progress or (lambda message: None)
     versions = list(pins.load_pins()) if versions is None else list(dict.fromkeys(versions))
@@ -154,7 +155,7 @@ def verify_all(
                     say(f"{tag}: {message}")
 
             try:
-                report = verify.verify_output(version, out_dir, progress=relay)
+                report = release.verify_output(version, out_dir, progress=relay)
             except PatcherError as exc:  # the environment could not be built, or bad input
                 what = "env build error" if isinstance(exc, EnvError) else "error"
                 error = f"{what}: {' '.join(str(exc).split())}"
@@ -217,7 +218,7 @@ def render_summary(outcomes: list[Outcome], seconds: float, jobs: int) -> str:
 
 # -- command ---------------------------------------------------------------------------------
 def cmd_verify(args: argparse.Namespace) -> int:
-    from patcher.cli import say
+    from patcher.progress import say
 
     _check_usage(args)
     if not args.all:
@@ -265,10 +266,10 @@ def _check_usage(args: argparse.Namespace) -> None:
 
 def _release(spec: str) -> str:
     """The pinned release SPEC names (``installed``: the installed one, its files checked)."""
-    from patcher import upstream, versions
+    from patcher.upstream import fetch, versions
 
     if spec.strip().lower() == "installed":
-        return upstream.from_installed().version
+        return fetch.from_installed().version
     return versions.resolve(spec, pins.load_pins())
 
 
@@ -279,18 +280,19 @@ def _verify_one(args: argparse.Namespace, say: Progress) -> int:
     stops here, before any environment is built) and verified against FILE itself, loaded
     over release SPEC's Gemma in SPEC's environment.
     """
-    from patcher import verify
-    from patcher.cli import local_upstream_paths, upstream_for
-    from patcher.outputs import generate_cached, write_output
+    from patcher.deploy.write import write_output
+    from patcher.series.reuse import generate_cached
+    from patcher.upstream.resolve import local_upstream_paths, upstream_for
+    from patcher.verify import release
 
     overlay = None
     if args.upstream is not None:
-        from patcher import upstream
+        from patcher.upstream import fetch
 
         version = _release(args.transformers)
-        local = upstream.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
+        local = fetch.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
         output = generate_cached(local)
-        overlay = verify.Overlay.from_upstream(local)
+        overlay = release.Overlay.from_upstream(local)
     else:
         up = upstream_for(args.transformers)
         if up.version is None:
@@ -300,11 +302,11 @@ def _verify_one(args: argparse.Namespace, say: Progress) -> int:
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)
-        report = verify.verify_output(version, out_dir, progress=say, overlay=overlay)
+        report = release.verify_output(version, out_dir, progress=say, overlay=overlay)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print(verify.render_table(report))
+        print(release.render_table(report))
     return 0 if report.ok else 1
 
 

@@ -1,7 +1,7 @@
 """Verification of one release's output (SPEC section 6): orchestration and report.
 
 ``verify_output(version, output_dir)`` gets release ``version``'s environment (see
-``patcher.envs``), runs ``verify_checks.py`` in it against the three output files and
+``patcher.verify.envs``), runs ``checks.py`` in it against the three output files and
 returns a :class:`VerifyReport`: one :class:`CheckResult` per check and tiny config
 ("mqa": one key/value head as in gemma-2b, "mha": as many as query heads, as in gemma-7b).
 
@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from patcher.envs import Env, Progress, ensure_env
 from patcher.errors import UsageError
+from patcher.verify.envs import Env, Progress, ensure_env
 
 __all__ = [
     "CHECKS_SCRIPT",
@@ -47,9 +47,9 @@ __all__ = [
     "verify_output",
 ]
 
-CHECKS_SCRIPT = Path(__file__).with_name("verify_checks.py")
+CHECKS_SCRIPT = Path(__file__).with_name("checks.py")
 OUTPUT_FILES = ("modeling_gemma_vacc.py", "configuration_gemma_vacc.py", "quantization_vacc.py")
-# Kept in step with verify_checks.py (which cannot import patcher): used to fail every check
+# Kept in step with checks.py (which cannot import patcher): used to fail every check
 # when the script dies before reporting any.
 CHECK_NAMES = (
     "state_dict",
@@ -116,7 +116,7 @@ class Overlay:
 
     @classmethod
     def from_upstream(cls, upstream) -> Overlay:
-        """The overlay of a local :class:`patcher.upstream.Upstream` (``upstream.from_files``)."""
+        """The overlay of a local :class:`patcher.upstream.fetch.Upstream` (``upstream.from_files``)."""
         modeling_path, configuration_path = upstream.paths or ("<local file>", None)
         if upstream.configuration is None:
             configuration_path = None
@@ -198,7 +198,7 @@ class VerifyReport:
 
 
 def parse_result(text: str) -> tuple[list[CheckResult], dict[str, str]]:
-    """Parse the JSON document of ``verify_checks.py``; ``ValueError`` if it is malformed.
+    """Parse the JSON document of ``checks.py``; ``ValueError`` if it is malformed.
 
     Returns the checks and the versions the script ran with (transformers, torch).
     """

@@ -20,14 +20,15 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, TypeVar
 
-from patcher import pins, upstream
 from patcher.errors import DriftError
-from patcher.outputs import CONFIGURATION, MODELING, OUTPUT_NAMES, Output, OutputCache, output_key
+from patcher.series.contract import CONFIGURATION, MODELING, OUTPUT_NAMES, Output
+from patcher.series.reuse import OutputCache, output_key
+from patcher.upstream import fetch, pins
 
 if TYPE_CHECKING:
     from patches._base import VaccCodemod
 
-Upstream = upstream.Upstream
+Upstream = fetch.Upstream
 Progress = Callable[[str], None]
 T = TypeVar("T")
 Key = tuple[str, "str | None"]
@@ -63,7 +64,7 @@ def series() -> list[type[VaccCodemod]]:
     """The series, loaded once per process (a forked worker inherits the parent's)."""
     global _SERIES
     if _SERIES is None:
-        from patcher import engine
+        from patcher.series import engine
 
         _SERIES = engine.load_series()
     return _SERIES
@@ -126,7 +127,7 @@ def map_upstreams(
 
 def _generate(up: Upstream) -> Output | DriftError:
     """One group's generation, in a worker: the output, or the drift as a value."""
-    from patcher.generate import generate
+    from patcher.series.generate import generate
 
     try:
         return generate(up, series())
@@ -140,7 +141,7 @@ def derive(output: Output, target: Upstream) -> Output:
 
     The two differ only in the notice of each generated file; it must occur exactly once.
     """
-    from patcher.generate import notice
+    from patcher.series.notice import notice
 
     source = output.upstream
     assert group_key(source) == group_key(target), (source.version, target.version)
@@ -177,12 +178,12 @@ def generate_many(
     Byte-identical to ``generate.generate`` release by release, but the series runs once per
     distinct pair of upstream files.  A drifting group gives the same error to all its
     releases.  With ``reuse`` (default: unless ``PATCHER_OUTPUT_CACHE=0``) outputs come from
-    and go to the output cache of :mod:`patcher.outputs`; without it nothing is read or
+    and go to the output cache of :mod:`patcher.series.reuse`; without it nothing is read or
     written there, so every group really runs.
     """
     reuse = _reuse_default() if reuse is None else reuse
     pinned = pins.load_pins()
-    ups = [upstream.fetch(v, pinned, progress=progress) for v in dict.fromkeys(versions)]
+    ups = [fetch.fetch(v, pinned, progress=progress) for v in dict.fromkeys(versions)]
     groups = group_releases(ups)
     cache = OutputCache() if reuse else None
     found: dict[str, Output] = {}

@@ -1,7 +1,7 @@
 """``patcher matrix``: which shape each codemod met in each pinned release, or where it drifted.
 
 It is the maintainers' map of upstream history.  The series runs once per distinct pair of
-upstream files (over worker processes, see :mod:`patcher.batch`), and unlike ``apply`` it
+upstream files (over worker processes, see :mod:`patcher.series.batch`), and unlike ``apply`` it
 keeps going through drift: every codemod reports its shapes or its drift line, so a release
 where one codemod drifts still shows what all the others met.  Releases that follow each
 other with the same upstream files share one row of the table.
@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from patcher import batch, pins, upstream
-from patcher.outputs import CONFIGURATION, MODELING, OutputCache, output_key
+from patcher.series import batch
+from patcher.series.contract import CONFIGURATION, MODELING
+from patcher.series.reuse import OutputCache, output_key
+from patcher.upstream import fetch, pins
 
 if TYPE_CHECKING:
     from patches._base import VaccCodemod
 
-Upstream = upstream.Upstream
+Upstream = fetch.Upstream
 #: One codemod's outcome on one release: ``{"shapes": [...]}`` or ``{"drift": "line"}``.
 Cell = dict[str, "list[str] | str"]
 
@@ -42,7 +44,7 @@ def survey_file(source: str, codemods: list[type[VaccCodemod]], *, file: str = M
     import libcst as cst
     from libcst.codemod import CodemodContext
 
-    from patcher import engine
+    from patcher.series import engine
     from patches import _shapes
     from patches._base import Drift
 
@@ -165,7 +167,7 @@ def build_matrix(
     started = time.monotonic()
     pinned = pins.load_pins()
     versions = list(pinned) if versions is None else list(dict.fromkeys(versions))
-    ups = [upstream.fetch(v, pinned, progress=progress) for v in versions]
+    ups = [fetch.fetch(v, pinned, progress=progress) for v in versions]
     groups = batch.group_releases(ups)
     codemods = batch.series()
     reuse = batch._reuse_default() if reuse is None else reuse
@@ -277,7 +279,7 @@ def render_text(matrix: Matrix) -> str:
 
 # -- command ---------------------------------------------------------------------------------
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from patcher.cli import say
+    from patcher.progress import say
 
     matrix = build_matrix(jobs=args.jobs, progress=say)
     if args.json:

@@ -18,8 +18,8 @@ from libcst.codemod import CodemodContext
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 import patches
-from patcher.contract import MODELING, PATCHES_DIR, Report, series_digest
 from patcher.errors import DriftError, PatcherError, UsageError
+from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
 from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice

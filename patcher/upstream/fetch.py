@@ -2,7 +2,7 @@
 
 Every file that comes from a release is checked against that release's pin before anyone
 sees it: a wheel or file that differs is an UpstreamError, never a warning.  Files from a
-wheel are kept in the content-addressed cache (:mod:`patcher.cache`), so a release is
+wheel are kept in the content-addressed cache (:mod:`patcher.upstream.cache`), so a release is
 downloaded once and works offline afterwards; a damaged cache entry is dropped and fetched
 again.  Text is decoded from the exact bytes (no newline translation) so that the digest and
 the text always describe the same file.
@@ -23,12 +23,12 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from patcher import pypi
-from patcher.cache import BlobCache, cache_root, sha256_bytes
 from patcher.errors import UpstreamError, UsageError
-from patcher.pins import Pin, load_pins
-from patcher.versions import FIRST_GEMMA, check_release
-from patcher.wheel import (
+from patcher.upstream import pypi
+from patcher.upstream.cache import BlobCache, cache_root, sha256_bytes
+from patcher.upstream.pins import Pin, load_pins
+from patcher.upstream.versions import FIRST_GEMMA, check_release
+from patcher.upstream.wheel import (
     CONFIGURATION,
     GEMMA_FILES,
     MAX_UPSTREAM_BYTES,
@@ -130,8 +130,8 @@ def fetch(
 ) -> Upstream:
     """The pinned upstream files of release ``version``, from the cache or its wheel.
 
-    ``version`` must be a pinned release (see :func:`patcher.versions.resolve`); ``pins``
-    defaults to :func:`patcher.pins.load_pins`, ``cache`` to the user cache.
+    ``version`` must be a pinned release (see :func:`patcher.upstream.versions.resolve`); ``pins``
+    defaults to :func:`patcher.upstream.pins.load_pins`, ``cache`` to the user cache.
     """
     progress = progress or _quiet
     pin = _lookup_pin(version, pins)

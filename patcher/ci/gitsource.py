@@ -2,7 +2,7 @@
 
 ``materialise`` writes a commit's ``patches/`` and ``patcher/`` into a temporary directory
 (the working tree and the index are never touched); :func:`run_sides` then runs
-``patcher/regen.py`` as a worker process per tree, in parallel, so that the codemods of two
+``patcher/series/regen.py`` as a worker process per tree, in parallel, so that the codemods of two
 commits never share a process.  Both sides read the working tree's pins: the question is
 what the codemods do to the same upstream files.
 """
@@ -20,11 +20,13 @@ from pathlib import Path
 
 from patcher.errors import PatcherError, UsageError
 from patcher.progress import Bars
+from patcher.series.contract import RUNNER
 
-#: What shapes an output besides patches/: the runner (outputs.series_digest covers the same).
-GENERATOR_FILES = ("patcher/engine.py", "patcher/generate.py", "patcher/outputs.py")
+#: What shapes an output besides patches/: the runner (``contract.RUNNER``, which the output
+#: cache key covers), as paths in a tree.
+GENERATOR_FILES = tuple(f"patcher/series/{name}" for name in RUNNER)
 TREES = ("patches", "patcher")
-REGEN = Path(__file__).with_name("regen.py")
+REGEN = Path(__file__).resolve().parent.parent / "series" / "regen.py"
 
 
 def open_repo(path: Path):

@@ -1,12 +1,12 @@
 """``patcher review --base REF``: what a change to the codemods does to every release's output.
 
 Every pinned release is regenerated twice, with the codemods and series of commit REF (read
-through git, see :mod:`patcher.gitsource`) and with the working tree, each side in its own
+through git, see :mod:`patcher.ci.gitsource`) and with the working tree, each side in its own
 process.  Releases whose outputs differ alike (the same lines added and removed, the
 release's own version aside) form one group.  For one release per group both series run
 again step by step, so that every hunk of the base→head diff is attributed to the codemod
-that wrote or removed its lines (:mod:`patcher.attribution`).  The rendering lives in
-:mod:`patcher.review_render`.
+that wrote or removed its lines (:mod:`patcher.series.attribution`).  The rendering lives in
+:mod:`patcher.ci.review_render`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patcher import attribution, gitsource, lockfile
+from patcher.ci import gitsource, lockfile
 from patcher.errors import UsageError
-from patcher.outputs import CONFIGURATION, MODELING, OUTPUT_NAMES
-from patcher.pins import load_pins
 from patcher.progress import Bars
+from patcher.series import attribution
+from patcher.series.contract import CONFIGURATION, MODELING, OUTPUT_NAMES
+from patcher.upstream.pins import load_pins
 
 WORKING_TREE = "working tree"
 COMPANION = "(companion file)"
@@ -216,7 +217,7 @@ def _attribute(group: Group, base: dict, head: dict, steps_b: dict, steps_h: dic
 
 # -- command ---------------------------------------------------------------------------------------
 def cmd_review(args: argparse.Namespace) -> int:
-    from patcher import review_render
+    from patcher.ci import review_render
 
     report = review(Path(args.repo), args.base)
     print(review_render.render(report, args.format), end="")
