@@ -411,7 +411,7 @@ def _verify_dir(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
         say(f"patcher: {refused}")
     if state.edited:
         names = ", ".join(f.name for f in state.edited)
-        say(f"patcher: hand-edited: {names} differ from patcher's output for transformers {version}")
+        say(f"patcher: differs from patcher's output for transformers {version}: {names}")
     if report is not None and not report.ok:
         return 1
     if state.edited:

@@ -784,9 +784,10 @@ def check_onnx_simplified(case: Case, workdir: Path) -> str:
     missing = [kind for kind in ("prefill", "decode", "int8 prefill") if kind not in exported]
     if missing:
         raise CheckFailed(f"{', '.join(missing)} not exported (see the onnx_* checks); the others simplify")
-    opsets = ", ".join(str(o) for o in sorted({g.opset for g in case.graphs}))
+    opsets = sorted({g.opset for g in case.graphs})
+    at = f"opset{'s' if len(opsets) > 1 else ''} {', '.join(map(str, opsets))}"
     return (
-        f"{len(case.graphs)} graphs (opsets {opsets}), {before}→{after} nodes, custom ops kept, "
+        f"{len(case.graphs)} graphs ({at}), {before}→{after} nodes, custom ops kept, "
         f"onnxruntime max|Δ|={max(worst):.1e}"
     )
 
