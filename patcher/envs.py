@@ -17,10 +17,11 @@ vendor's deploy stack with torch 2.1.0) has its own base venv, built with uv fro
 package index, and its own per-release target dirs (``vacc-transformers-R``) beside these.
 
 After installing a release, a probe runs that release's own Gemma (import, a tiny forward)
-in the environment.  When it cannot run there, or when the release declares a torch
-requirement the toolchain's torch does not meet, the toolchain **refuses** the release: the
-reason is kept in the target dir (``.patcher-refused``), so it is found again without a
-rebuild, and :func:`ensure_env` raises :class:`ToolchainRefused` with it.
+in the environment.  When it cannot run there, the toolchain **refuses** the release (the
+reason names the torch requirement the release declares, where that excludes the
+toolchain's torch, and the error).  The reason is kept in the target dir
+(``.patcher-refused``), so it is found again without a rebuild, and :func:`ensure_env`
+raises :class:`ToolchainRefused` with it.
 
 uv keeps its cache under ``<cache>/uv`` so a release whose wheels were seen before installs
 by hard links in about a second.  Every environment is built into a temporary sibling
@@ -401,15 +402,13 @@ print(json.dumps(result))
 def refusal(version: str, python: Path, target: Path, toolchain: Toolchain) -> str | None:
     """Why ``toolchain`` cannot run transformers ``version`` installed in ``target``, or None.
 
-    Two reasons, reported together when both hold: the torch requirement the release
-    declares (its ``torch`` extra) excludes the toolchain's torch; the release's own Gemma
-    fails to import or to run a tiny forward pass there.  A probe that cannot even start
-    (torch itself fails to import) is an environment error, not a refusal.
+    Decided by running: the release's own Gemma must import and run a tiny forward pass
+    there.  When it cannot, the reason names the torch requirement the release declares
+    (its ``torch`` extra) if that excludes the toolchain's torch, then the error.  A
+    declaration alone refuses nothing: 4.52.1-4.52.4 declare ``torch<2.7`` and run (and
+    pass) on torch 2.13.  A probe that cannot even start (torch itself fails to import) is
+    an environment error, not a refusal.
     """
-    reasons = []
-    declared = declared_torch(target)
-    if declared is not None and toolchain.torch and not declared.contains(toolchain.torch, prereleases=True):
-        reasons.append(f"it requires torch{declared}, the toolchain has torch {toolchain.torch}")
     env = Env(version=version, python=python, target=target).environ()
     proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, env=env)
     try:
@@ -417,9 +416,14 @@ def refusal(version: str, python: Path, target: Path, toolchain: Toolchain) -> s
     except ValueError:
         what = f"transformers {version} could not be probed on toolchain {toolchain.name}"
         raise EnvError(f"{what}: {_last_line(proc.stderr)}") from None
-    if result.get("error"):
-        reasons.append(f"its Gemma does not run there ({result['error']})")
-    return "; ".join(reasons) or None
+    if not result.get("error"):
+        return None
+    reasons = []
+    declared = declared_torch(target)
+    if declared is not None and toolchain.torch and not declared.contains(toolchain.torch, prereleases=True):
+        reasons.append(f"it requires torch{declared}, the toolchain has torch {toolchain.torch}")
+    reasons.append(f"its Gemma does not run there ({result['error']})")
+    return "; ".join(reasons)
 
 
 def declared_torch(target: Path):

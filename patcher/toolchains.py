@@ -10,9 +10,10 @@ Python the environments run on (3.11), otherwise the nearest newer version that 
 pins moved.  On Python 3.11 that is onnxruntime: 1.13 and 1.14 have no cp311 wheel, 1.15.0
 is taken.
 
-A release whose own transformers cannot run its own Gemma on a toolchain (its declared torch
-requirement excludes the toolchain's torch, or its import or a tiny forward fails) is
-**refused** by that toolchain, with the reason: not a failure of patcher's output.
+A release whose own transformers cannot run its own Gemma on a toolchain (its import or a tiny
+forward pass fails there; the reason also names the torch requirement the release declares
+when that excludes the toolchain's torch) is **refused** by that toolchain, with the reason:
+not a failure of patcher's output.
 
 ``ACCEPTS``/``REFUSES`` are what ``patcher verify --all --toolchain NAME`` measured, not what
 anyone expects; ``patcher matrix`` prints them.  Nothing here imports torch.

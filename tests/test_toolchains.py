@@ -128,6 +128,17 @@ def test_a_release_declaring_a_newer_torch_is_refused_with_both_reasons(tmp_path
     assert envs.refusal("9.9.9", probe_python(tmp_path, "{}"), target, CURRENT) is None
 
 
+def test_a_declaration_alone_refuses_nothing(tmp_path):
+    """4.52.1-4.52.4 declare torch<2.7 and run on torch 2.13: running decides."""
+    target = target_with(tmp_path, 'torch<2.7,>=2.1; extra == "torch"')
+    assert envs.refusal("4.52.1", probe_python(tmp_path, "{}"), target, CURRENT) is None
+    python = probe_python(tmp_path, json.dumps({"error": "AttributeError: x"}))
+    assert envs.refusal("4.52.1", python, target, CURRENT) == (
+        "it requires torch<2.7,>=2.1, the toolchain has torch 2.13.0; its Gemma does not run there "
+        "(AttributeError: x)"
+    )
+
+
 def test_a_probe_that_cannot_start_is_an_environment_error_not_a_refusal(tmp_path):
     python = probe_python(tmp_path, "", code=1)
     with pytest.raises(EnvError, match="could not be probed on toolchain vacc: boom: torch is broken"):
