@@ -29,7 +29,7 @@ transformers installed beside patcher, read from disk).
 
 exit codes: 0 done; 1 internal error; 2 bad usage or input; 3 drift (a codemod met an
 upstream shape it does not know); 4 upstream unavailable or failing its pin; 5 check found
-a difference.
+a difference (verify --dir: a hand-edited file); 6 verify: the toolchain refuses the release.
 """
 
 
