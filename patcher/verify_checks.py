@@ -44,8 +44,8 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -537,10 +537,10 @@ def _cache_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
 
 
-@dataclass
-class Graph:
+class Graph(NamedTuple):
     """One exported graph, kept for ``check_onnx_simplified``: what it is, where it lies, how
-    to feed it and what PyTorch computed for those inputs."""
+    to feed it and what PyTorch computed for those inputs.  (A NamedTuple, not a dataclass:
+    tests load this script by path without registering it as a module.)"""
 
     kind: str  # "prefill", "decode" or "int8 prefill"
     opset: int
