@@ -117,20 +117,21 @@ def _read(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {exc}") from None
 
 
-def read_dir(directory: Path, spec: str | None = None) -> tuple[dict[str, str], str, dict[str, str | None]]:
+def read_dir(
+    directory: Path, release: str | None = None
+) -> tuple[dict[str, str], str, dict[str, str | None]]:
     """The three files of ``directory``, the release to check them against and each notice's release.
 
-    The release is ``spec``'s when given, else the one the notices name; they must agree.
+    The release is ``release`` when given (a pinned version), else the one the notices name,
+    which must be one.
     """
     if not directory.is_dir():
         raise UsageError(f"--dir {directory}: no such directory")
     texts = {name: _read(directory / name) for name in OUTPUT_FILES}
     notices = {name: notice_release(text) for name, text in texts.items()}
     named = sorted({v for v in notices.values() if v is not None})
-    if spec is not None:
-        from patcher import pins, versions
-
-        return texts, versions.resolve(spec, pins.load_pins()), notices
+    if release is not None:
+        return texts, release, notices
     if not named:
         raise UsageError(
             f"no file in {directory} carries patcher's notice ('{NOTICE_MARK} from transformers R'): "

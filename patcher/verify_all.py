@@ -381,7 +381,8 @@ def _verify_dir(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
     from patcher.outputs import generate_cached
 
     directory = Path(args.dir)
-    texts, version, notices = found.read_dir(directory, args.transformers)
+    given = None if args.transformers is None else _release(args.transformers)
+    texts, version, notices = found.read_dir(directory, given)
     generated = generate_cached(upstream_for(version)).files
     try:
         entry = lockfile.read_lock(lockfile.lock_path()).releases.get(version)

@@ -75,11 +75,22 @@ def test_read_dir_refuses_what_it_cannot_check(tmp_path):
         found.read_dir(unpinned)
 
 
-def test_read_dir_takes_transformers_spec_over_the_notice(tmp_path):
+def test_read_dir_takes_the_given_release_over_the_notice(tmp_path):
     directory = write(tmp_path / "d", generated_files())
-    texts, version, notices = found.read_dir(directory, "4.41")
+    texts, version, notices = found.read_dir(directory, "4.41.2")
     assert version == "4.41.2" and notices["modeling_gemma_vacc.py"] == VERSION
     assert set(texts) == set(OUTPUT_FILES)
+
+
+def test_dir_with_transformers_checks_against_that_release_and_says_so(tmp_path, fake_release, capsys):
+    directory = write(tmp_path / "build", generated_files())
+    assert main(["verify", "--dir", str(directory), "--transformers", "4.41"]) == 5
+    out = capsys.readouterr().out
+    assert fake_release["dirs"][0][0] == "4.41.2"
+    assert (
+        f"note: modeling_gemma_vacc.py's notice names transformers {VERSION}, checked against 4.41.2" in out
+    )
+    assert out.count("HAND-EDITED") == 2  # the two files whose notice names another release
 
 
 # --- comparing -------------------------------------------------------------------------------
