@@ -376,7 +376,9 @@ def _build_release(version: str, python: Path, tmp: Path, toolchain: Toolchain =
         (tmp / REFUSED).write_text(reason + "\n", encoding="utf-8")
 
 
-#: Run in the release's environment: its own Gemma must import and run a tiny forward pass.
+#: Run in the release's environment: its own Gemma must import and run a tiny forward pass
+#: with eager attention (4.55 asks torch >= 2.1.1 for SDPA, its default, but runs eager on
+#: torch 2.1.0).
 PROBE = """
 import json, sys
 import torch
@@ -388,8 +390,17 @@ try:
         raise ImportError(f"transformers does not take torch {torch.__version__} "
                           "(is_torch_available() is False)")
     from transformers.models.gemma import modeling_gemma as m
-    config = m.GemmaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    size = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    # eager attention, as the checks use it: the default (SDPA) may want a newer torch
+    try:
+        config = m.GemmaConfig(**size, attn_implementation="eager")
+    except TypeError:
+        config = m.GemmaConfig(**size)
+    try:
+        config._attn_implementation = "eager"
+    except AttributeError:
+        config._attn_implementation_internal = "eager"
     with torch.no_grad():
         m.GemmaForCausalLM(config).eval()(torch.tensor([[1, 2, 3]]))
 except Exception as error:
