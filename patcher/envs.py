@@ -16,10 +16,10 @@ That is the **current** toolchain.  Another toolchain (``patcher.toolchains``: *
 vendor's deploy stack with torch 2.1.0) has its own base venv, built with uv from the
 package index, and its own per-release target dirs (``vacc-transformers-R``) beside these.
 
-After installing a release, a probe runs that release's own Gemma (import, a tiny forward)
-in the environment.  When it cannot run there, the toolchain **refuses** the release (the
-reason names the torch requirement the release declares, where that excludes the
-toolchain's torch, and the error).  The reason is kept in the target dir
+After installing a release, a probe runs that release's own Gemma (import, a tiny forward,
+``save_pretrained`` and ``from_pretrained``) in the environment.  When it cannot run there,
+the toolchain **refuses** the release (the reason names the torch requirement the release
+declares, where that excludes the toolchain's torch, and the error).  The reason is kept in the target dir
 (``.patcher-refused``), so it is found again without a rebuild, and :func:`ensure_env`
 raises :class:`ToolchainRefused` with it.
 
@@ -376,13 +376,15 @@ def _build_release(version: str, python: Path, tmp: Path, toolchain: Toolchain =
         (tmp / REFUSED).write_text(reason + "\n", encoding="utf-8")
 
 
-#: Run in the release's environment: its own Gemma must import and run a tiny forward pass
+#: Run in the release's environment: its own Gemma must import, run a tiny forward pass
 #: with eager attention (4.55 asks torch >= 2.1.1 for SDPA, its default, but runs eager on
-#: torch 2.1.0).
+#: torch 2.1.0), and load a checkpoint of itself through ``from_pretrained`` (4.51.0 and
+#: 4.52.1-4.52.4 cannot without accelerate >= 0.26, and take the vendor's 0.25.0 for none).
 PROBE = """
-import json, sys
+import json, sys, tempfile
 import torch
 result = {}
+step = ""
 try:
     import transformers
     from transformers.utils import is_torch_available
@@ -401,11 +403,17 @@ try:
         config._attn_implementation = "eager"
     except AttributeError:
         config._attn_implementation_internal = "eager"
+    model = m.GemmaForCausalLM(config).eval()
     with torch.no_grad():
-        m.GemmaForCausalLM(config).eval()(torch.tensor([[1, 2, 3]]))
+        model(torch.tensor([[1, 2, 3]]))
+    # the vacc compiler's front end loads checkpoints with from_pretrained: it must work
+    step = "from_pretrained: "
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        m.GemmaForCausalLM.from_pretrained(directory, attn_implementation="eager")
 except Exception as error:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    result["error"] = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    result["error"] = f"{step}{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 print(json.dumps(result))
 """
 
@@ -413,8 +421,9 @@ print(json.dumps(result))
 def refusal(version: str, python: Path, target: Path, toolchain: Toolchain) -> str | None:
     """Why ``toolchain`` cannot run transformers ``version`` installed in ``target``, or None.
 
-    Decided by running: the release's own Gemma must import and run a tiny forward pass
-    there.  When it cannot, the reason names the torch requirement the release declares
+    Decided by running: the release's own Gemma must import, run a tiny forward pass and
+    load a checkpoint of itself through ``from_pretrained`` there.  When it cannot, the
+    reason names the torch requirement the release declares
     (its ``torch`` extra) if that excludes the toolchain's torch, then the error.  A
     declaration alone refuses nothing: 4.52.1-4.52.4 declare ``torch<2.7`` and run (and
     pass) on torch 2.13.  A probe that cannot even start (torch itself fails to import) is
