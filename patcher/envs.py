@@ -381,7 +381,7 @@ def _build_release(version: str, python: Path, tmp: Path, toolchain: Toolchain =
 #: torch 2.1.0), and load a checkpoint of itself through ``from_pretrained`` (4.51.0 and
 #: 4.52.1-4.52.4 cannot without accelerate >= 0.26, and take the vendor's 0.25.0 for none).
 PROBE = """
-import json, sys, tempfile
+import json, re, sys, tempfile
 import torch
 result = {}
 step = ""
@@ -413,7 +413,8 @@ try:
         m.GemmaForCausalLM.from_pretrained(directory, attn_implementation="eager")
 except Exception as error:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    result["error"] = f"{step}{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    first = re.sub(r" [(]/[^()]*[)]$", "", lines[0]) if lines else ""  # an ImportError's file path
+    result["error"] = f"{step}{type(error).__name__}: {first}"[:300]
 print(json.dumps(result))
 """
 
