@@ -34,7 +34,8 @@ transformers installed beside patcher, read from disk).
 
 exit codes: 0 done; 1 internal error; 2 bad usage or input; 3 drift (a codemod met an
 upstream shape it does not know); 4 upstream unavailable or failing its pin; 5 check found
-a difference; 6 update: a new release fails verification.
+a difference (verify --dir: a hand-edited file); 6 update: a new release fails
+verification; 7 verify: the toolchain refuses the release.
 """
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fake_index import FakePip, make_wheel
 
-from patcher.ci import lockfile
-from patcher.ci.lockfile import Lock
+from patcher.series import lockfile
+from patcher.series.lockfile import Lock
 from patcher.upstream import pins, pypi
 from patcher.upstream.cache import BlobCache
 from patcher.upstream.pins import Pin

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from releases import fetch
 
-from patcher.ci import lockfile
+from patcher.series import lockfile
 
 pytestmark = pytest.mark.network
 

@@ -7,10 +7,10 @@ import json
 import pytest
 from trees import QUANTIZE_EDIT, copy_tree, edit, run_patcher
 
-from patcher.ci import lockfile
-from patcher.ci.lockfile import Difference, Entry, Lock, compare, release_spans
 from patcher.cli import main
 from patcher.errors import DriftError
+from patcher.series import lockfile
+from patcher.series.lockfile import Difference, Entry, Lock, compare, release_spans
 
 A = {"modeling_gemma_vacc.py": "a" * 64, "quantization_vacc.py": "e" * 64}
 B = {"modeling_gemma_vacc.py": "b" * 64, "quantization_vacc.py": "e" * 64}

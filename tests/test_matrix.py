@@ -137,3 +137,14 @@ def test_reused_outputs_give_the_same_matrix(real):
     fresh = matrix.build_matrix(["4.40.0", "4.40.1", "4.40.2"], jobs=1, reuse=False)
     for rel in fresh.releases:
         assert rel.codemods == next(r for r in real.releases if r.version == rel.version).codemods
+
+
+def test_text_and_json_state_what_each_toolchain_accepts():
+    from patcher.verify import toolchains
+
+    text = matrix.render_text(_tiny())
+    assert "Verification toolchains (`patcher verify --toolchain NAME`), as measured:" in text
+    for toolchain in toolchains.TOOLCHAINS.values():
+        assert f"  {toolchain.name}: {toolchain.summary}" in text
+        assert f"    accepts {toolchain.accepts or 'not measured'}" in text
+    assert set(_tiny().as_dict()["toolchains"]) == {"current", "vacc"}

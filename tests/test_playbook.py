@@ -37,8 +37,8 @@ import mutants
 import pytest
 from next_release import BASE, POST_INIT, Index, without_post_init
 
-from patcher.ci import lockfile
 from patcher.cli import main
+from patcher.series import lockfile
 from patcher.verify import envs, release
 from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
 from patches import _layout as lay

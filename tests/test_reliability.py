@@ -35,10 +35,10 @@ from test_errors import refused, tree
 from trees import copy_tree
 
 from patcher import console
-from patcher.ci.lockfile import lock_path
 from patcher.cli import main
 from patcher.deploy import atomicdir, write
 from patcher.series.contract import NOTICE_MARK, OUTPUT_FILES
+from patcher.series.lockfile import lock_path
 from patcher.series.reuse import output_key
 from patcher.upstream import pypi
 from patcher.upstream.cache import BlobCache

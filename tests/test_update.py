@@ -22,9 +22,10 @@ from fake_index import FakePip, wheel_bytes
 from next_release import BASE, Index, releases, without_post_init
 from packaging.version import Version
 
-from patcher.ci import lockfile, update
-from patcher.ci.lockfile import Entry, Lock
+from patcher.ci import update
 from patcher.cli import main
+from patcher.series import lockfile
+from patcher.series.lockfile import Entry, Lock
 from patcher.upstream import pins, pypi
 from patcher.verify import release
 from patcher.verify.envs import EnvError

@@ -243,7 +243,7 @@ def test_cache_root_honours_the_environment_variable(tmp_path, monkeypatch):
     assert envs.cache_root() == tmp_path
     assert envs.envs_dir() == tmp_path / "envs"
     assert envs.uv_cache_dir() == tmp_path / "uv"
-    assert envs.base_dir() == tmp_path / "envs" / "base-torch2.13.0-py3.11"
+    assert envs.base_dir() == tmp_path / "envs" / "base-torch2.13.0-py3.11-r2"
     assert envs.base_python() == envs.base_dir() / "bin" / "python"
     assert envs.release_dir("4.40.2") == tmp_path / "envs" / f"transformers-4.40.2-r{envs.RELEASE_RECIPE}"
 

@@ -72,8 +72,12 @@ def test_all_pass(fakes, capsys):
     lines = captured.out.splitlines()
     assert lines[0].split() == ["release", "result", "time"]
     assert lines[1].split()[:3] == ["4.38.0", "passed", f"{n}/{n}"]
-    assert len(lines) == 1 + 115 + 2
-    assert lines[-1].startswith("115 releases: 115 passed, 0 failed, 0 drift, 0 env build errors; total ")
+    assert len(lines) == 1 + 115 + 4
+    assert lines[-3] == "passed: 4.38.0–5.24.0 (115)"
+    assert lines[-1].startswith(
+        "115 releases on toolchain current: 115 passed, 0 failed, 0 drift, 0 env build errors, "
+        "0 refused by the toolchain; total "
+    )
     assert lines[-1].endswith("s with --jobs 1")
 
 
@@ -122,7 +126,8 @@ def test_json(fakes, capsys):
     assert main(["verify", "--all", "--json"]) == 3
     data = json.loads(capsys.readouterr().out)
     assert data["format"] == 1 and data["jobs"] == 1
-    assert data["counts"] == {"passed": 114, "failed": 0, "drift": 1, "error": 0}
+    assert data["counts"] == {"passed": 114, "failed": 0, "drift": 1, "error": 0, "refused": 0}
+    assert data["toolchain"] == "current"
     first, last = data["releases"][0], data["releases"][-1]
     assert first["result"] == "passed" and first["report"]["ok"] is True
     assert last == {

@@ -87,7 +87,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
             ["--upstream", "fork/modeling_gemma.py", "--transformers", "4.40.2", "--jobs", "2"],
             "goes with --all",
         ),
-        ([], "give --transformers SPEC, or --all"),
+        ([], "give --transformers SPEC, --all, or --dir DIR"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(argv, fragment, local, fakes, capsys):
@@ -121,7 +121,7 @@ def test_an_environment_that_cannot_be_built_exits_4(local, monkeypatch, capsys)
     def generate_cached(up, codemods=None):
         return Output(up, {name: "# x\n" for name in OUTPUT_FILES})
 
-    def no_env(version, progress=None):
+    def no_env(version, progress=None, toolchain=None):
         raise EnvError(f"could not build the environment for transformers {version}: no network")
 
     monkeypatch.setattr(reuse, "generate_cached", generate_cached)

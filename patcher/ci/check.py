@@ -21,12 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patcher.ci import lockfile
-from patcher.ci.lockfile import Difference, Entry, Lock
 from patcher.errors import CheckError, DriftError, PatcherError
 from patcher.progress import say
-from patcher.series import attribution, regen
+from patcher.series import attribution, lockfile, regen
 from patcher.series.contract import OUTPUT_NAMES, Output, series_digest
+from patcher.series.lockfile import Difference, Entry, Lock
 from patcher.upstream import pins
 from patcher.upstream.fetch import Upstream
 

@@ -145,6 +145,7 @@ class Matrix:
                 for rel in self.releases
             ],
             "codemods": summary,
+            "toolchains": toolchains_dict(),
         }
 
 
@@ -271,10 +272,41 @@ def render_text(matrix: Matrix) -> str:
     drifting = sum(1 for rel in matrix.releases if any("drift" in c for c in rel.codemods.values()))
     lines += [
         "",
+        *render_toolchains(),
+        "",
         f"{len(matrix.releases)} releases, {matrix.distinct} distinct upstream files; "
         f"{len(matrix.releases) - drifting} apply cleanly, {drifting} drift.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def toolchains_dict() -> dict:
+    """What each verification toolchain accepts, as measured (see :mod:`patcher.toolchains`)."""
+    from patcher.verify import toolchains
+
+    return {
+        t.name: {
+            "summary": t.summary,
+            "opsets": list(t.opsets),
+            "accepts": t.accepts,
+            "refuses": [{"releases": releases, "reason": reason} for releases, reason in t.refuses],
+            "measured": t.measured,
+        }
+        for t in toolchains.TOOLCHAINS.values()
+    }
+
+
+def render_toolchains() -> list[str]:
+    """The verification toolchains and the releases each accepts, from their measured run."""
+    lines = ["Verification toolchains (`patcher verify --toolchain NAME`), as measured:"]
+    for name, t in toolchains_dict().items():
+        lines.append(f"  {name}: {t['summary']}")
+        lines.append(f"    accepts {t['accepts'] or 'not measured'}")
+        for refused in t["refuses"]:
+            lines.append(f"    refuses {refused['releases']}: {refused['reason']}")
+        if t["measured"]:
+            lines.append(f"    measured: {t['measured']}")
+    return lines
 
 
 # -- command ---------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patcher.ci import gitsource, lockfile
+from patcher.ci import gitsource
 from patcher.errors import UsageError
 from patcher.progress import Bars
-from patcher.series import attribution
+from patcher.series import attribution, lockfile
 from patcher.series.contract import CONFIGURATION, MODELING, OUTPUT_NAMES
 from patcher.upstream.pins import load_pins
 

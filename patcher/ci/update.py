@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
-from patcher.ci import lockfile
 from patcher.errors import DriftError, PatcherError, UsageError
+from patcher.series import lockfile
 from patcher.upstream import fetch, pins, pypi
 from patcher.upstream.versions import FIRST_GEMMA, check_release
 

@@ -35,6 +35,7 @@ import copy
 import functools
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -71,10 +73,13 @@ CHECK_NAMES = (
     "onnx_prefill",
     "onnx_decode",
     "onnx_quantized",
+    "onnx_simplified",
     "from_pretrained",
 )
 # Checks that write files: they get a scratch directory as a second argument.
-WORKDIR_CHECKS = {"onnx_prefill", "onnx_decode", "onnx_quantized", "from_pretrained"}
+WORKDIR_CHECKS = {"onnx_prefill", "onnx_decode", "onnx_quantized", "onnx_simplified", "from_pretrained"}
+#: ONNX opsets the graphs are exported at unless ``--opsets`` says otherwise (a toolchain's).
+DEFAULT_OPSETS = (17,)
 # generate() arguments every release passes to prepare_inputs_for_generation.
 STANDARD_GENERATE_KWARGS = {"past_key_values", "attention_mask", "inputs_embeds", "use_cache", "position_ids"}
 
@@ -532,38 +537,64 @@ def _cache_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
 
 
+class Graph(NamedTuple):
+    """One exported graph, kept for ``check_onnx_simplified``: what it is, where it lies, how
+    to feed it and what PyTorch computed for those inputs.  (A NamedTuple, not a dataclass:
+    tests load this script by path without registering it as a module.)"""
+
+    kind: str  # "prefill", "decode" or "int8 prefill"
+    opset: int
+    path: Path
+    inputs: list[str]
+    args: tuple
+    expected: tuple
+    custom: int = 0  # Vastai::QuantizedLinearPerChannel nodes the graph must keep
+
+
 def _export(
-    module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], custom: bool = False
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    opset: int,
+    custom: bool = False,
 ) -> None:
+    """The TorchScript exporter (``dynamo=False`` where torch has the dynamo one too)."""
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             args,
             str(path),
-            dynamo=False,
-            opset_version=17,
+            opset_version=opset,
             input_names=inputs,
             output_names=outputs,
             custom_opsets={"Vastai": 1} if custom else None,
+            **legacy,
         )
 
 
-def _run_onnx(path: Path, names: list[str], args: tuple) -> tuple[list, list[str]]:
-    """Run the graph in onnxruntime; also return the inputs the exported graph dropped.
+def _run_onnx(model, names: list[str], args: tuple) -> tuple[list, list[str]]:
+    """Run the graph (a path or an ``onnx.ModelProto``) in onnxruntime; also return the inputs
+    the graph dropped.
 
     The TorchScript exporter removes inputs that do not influence the outputs (an
     attention mask that the model ignores, say); they are reported, not fed.
     """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
     declared = {i.name for i in session.get_inputs()}
     feed = {name: arg.numpy() for name, arg in zip(names, args, strict=True) if name in declared}
     return session.run(None, feed), [name for name in names if name not in declared]
 
 
-def _compare_onnx(expected: tuple, run: tuple[list, list[str]]) -> str:
+def _onnx_delta(expected: tuple, run: tuple[list, list[str]]) -> tuple[float, str]:
+    """The largest difference between onnxruntime's outputs and PyTorch's, and its detail;
+    ``CheckFailed`` above the tolerance."""
     got, dropped = run
     if len(got) != len(expected):
         raise CheckFailed(f"graph has {len(got)} outputs, expected {len(expected)}")
@@ -573,7 +604,22 @@ def _compare_onnx(expected: tuple, run: tuple[list, list[str]]) -> str:
         detail += f"; graph ignores {', '.join(dropped)}"
     if not worst <= ATOL:
         raise CheckFailed(f"{detail} > {ATOL:.0e}")
-    return detail
+    return worst, detail
+
+
+def _compare_onnx(expected: tuple, run: tuple[list, list[str]]) -> str:
+    return _onnx_delta(expected, run)[1]
+
+
+def _per_opset(case: Case, one) -> str:
+    """Run ``one(opset)`` for each opset of the toolchain; the details joined, opset first."""
+    details = []
+    for opset in case.opsets:
+        try:
+            details.append(f"opset {opset}: {one(opset)}")
+        except CheckFailed as failure:
+            raise CheckFailed(f"opset {opset}: {failure}") from None
+    return "; ".join(details)
 
 
 def _prefill_args(case: Case) -> tuple:
@@ -589,11 +635,16 @@ def check_onnx_prefill(case: Case, workdir: Path) -> str:
         ["input_ids", "attention_mask", "position_ids"],
         ["logits", *_cache_names("present", layers)],
     )
-    path = workdir / f"prefill-{case.name}.onnx"
-    _export(module, args, path, inputs, outputs)
     with torch.no_grad():
         expected = module(*args)
-    return _compare_onnx(expected, _run_onnx(path, inputs, args))
+
+    def one(opset: int) -> str:
+        path = workdir / f"prefill-{case.name}-opset{opset}.onnx"
+        _export(module, args, path, inputs, outputs, opset)
+        case.graphs.append(Graph("prefill", opset, path, inputs, args, expected))
+        return _compare_onnx(expected, _run_onnx(path, inputs, args))
+
+    return _per_opset(case, one)
 
 
 def check_onnx_decode(case: Case, workdir: Path) -> str:
@@ -609,34 +660,136 @@ def check_onnx_decode(case: Case, workdir: Path) -> str:
     )
     inputs = ["input_ids", "attention_mask", "position_ids", *_cache_names("past", layers)]
     outputs = ["logits", *_cache_names("present", layers)]
-    path = workdir / f"decode-{case.name}.onnx"
-    _export(module, args, path, inputs, outputs)
     with torch.no_grad():
         expected = module(*args)
-    detail = _compare_onnx(expected, _run_onnx(path, inputs, args))
     expect_close(expected[0][:, -1], case.upstream_logits[:, PREFIX], "decode vs upstream ")
-    return detail
+
+    def one(opset: int) -> str:
+        path = workdir / f"decode-{case.name}-opset{opset}.onnx"
+        _export(module, args, path, inputs, outputs, opset)
+        case.graphs.append(Graph("decode", opset, path, inputs, args, expected))
+        return _compare_onnx(expected, _run_onnx(path, inputs, args))
+
+    return _per_opset(case, one)
+
+
+CUSTOM_DOMAIN, CUSTOM_OP = "Vastai", "QuantizedLinearPerChannel"
+
+
+def _custom_nodes(model) -> int:
+    return sum(n.domain == CUSTOM_DOMAIN and n.op_type == CUSTOM_OP for n in model.graph.node)
+
+
+def lower_custom_op(model):
+    """A copy of ``model`` where each ``Vastai::QuantizedLinearPerChannel(x, w_int8, scale)`` is
+    written in standard ops (``x @ (float(w) * scale[:, None]).T``, the op's definition in
+    ``quantization_vacc.py``), so that onnxruntime, which does not know the vendor's op, can
+    run the int8 graph and be compared with PyTorch."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    lowered = copy.deepcopy(model)
+    graph = lowered.graph
+    nodes = []
+    axes = "vacc_lowering_axes_1"
+    graph.initializer.append(helper.make_tensor(axes, TensorProto.INT64, [1], [1]))
+    for i, node in enumerate(graph.node):
+        if not (node.domain == CUSTOM_DOMAIN and node.op_type == CUSTOM_OP):
+            nodes.append(node)
+            continue
+        x, weight, scale = node.input
+        name = f"vacc_lowering_{i}"
+        nodes += [
+            helper.make_node("Cast", [weight], [f"{name}_w"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", [scale, axes], [f"{name}_s"]),
+            helper.make_node("Mul", [f"{name}_w", f"{name}_s"], [f"{name}_dq"]),
+            helper.make_node("Transpose", [f"{name}_dq"], [f"{name}_t"], perm=[1, 0]),
+            helper.make_node("MatMul", [x, f"{name}_t"], list(node.output)),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [o for o in lowered.opset_import if o.domain != CUSTOM_DOMAIN]
+    del lowered.opset_import[:]
+    lowered.opset_import.extend(kept)
+    onnx.checker.check_model(lowered)
+    return lowered
 
 
 def check_onnx_quantized(case: Case, workdir: Path) -> str:
+    """The int8 prefill graph carries one ``Vastai::QuantizedLinearPerChannel`` per quantized
+    projection, and (the op lowered to standard ones) onnxruntime reproduces the quantized
+    PyTorch model."""
     import onnx
 
     model = copy.deepcopy(case.vacc)
     returned = model.quantize(8)
     model = model if returned is None else returned
     layers = case.kwargs["num_hidden_layers"]
-    path = workdir / f"prefill-int8-{case.name}.onnx"
+    module = PrefillGraph(model).eval()
+    args = _prefill_args(case)
     inputs, outputs = (
         ["input_ids", "attention_mask", "position_ids"],
         ["logits", *_cache_names("present", layers)],
     )
-    _export(PrefillGraph(model).eval(), _prefill_args(case), path, inputs, outputs, custom=True)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    found = sum(n.domain == "Vastai" and n.op_type == "QuantizedLinearPerChannel" for n in graph.node)
-    expected = 7 * layers
-    if found != expected:
-        raise CheckFailed(f"{found} Vastai::QuantizedLinearPerChannel nodes, expected {expected}")
-    return f"{found} Vastai::QuantizedLinearPerChannel nodes"
+    with torch.no_grad():
+        expected = module(*args)
+    want = 7 * layers
+
+    def one(opset: int) -> str:
+        path = workdir / f"prefill-int8-{case.name}-opset{opset}.onnx"
+        _export(module, args, path, inputs, outputs, opset, custom=True)
+        exported = onnx.load(str(path), load_external_data=False)
+        found = _custom_nodes(exported)
+        if found != want:
+            raise CheckFailed(f"{found} {CUSTOM_DOMAIN}::{CUSTOM_OP} nodes, expected {want}")
+        case.graphs.append(Graph("int8 prefill", opset, path, inputs, args, expected, custom=want))
+        compared = _compare_onnx(expected, _run_onnx(lower_custom_op(exported), inputs, args))
+        return f"{found} {CUSTOM_DOMAIN} nodes, op lowered in onnxruntime: {compared}"
+
+    return _per_opset(case, one)
+
+
+def check_onnx_simplified(case: Case, workdir: Path) -> str:
+    """Every graph the ONNX checks exported, simplified with onnxsim as the vacc compiler's
+    front end does: the custom op survives and onnxruntime still reproduces PyTorch."""
+    import onnx
+    import onnxsim
+
+    if not case.graphs:
+        raise CheckFailed("no graph was exported (see the onnx_* checks)")
+    before = after = 0
+    worst = []
+    for graph in case.graphs:
+        where = f"{graph.kind} opset {graph.opset}"
+        model = onnx.load(str(graph.path), load_external_data=False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                simplified, _ = onnxsim.simplify(model, check_n=0)
+        except Exception as error:
+            raise CheckFailed(f"{where}: onnxsim failed: {_error_line(error)}") from None
+        before += len(model.graph.node)
+        after += len(simplified.graph.node)
+        if graph.custom:
+            found = _custom_nodes(simplified)
+            if found != graph.custom:
+                kept = f"{found} {CUSTOM_DOMAIN}::{CUSTOM_OP} nodes after onnxsim"
+                raise CheckFailed(f"{where}: {kept}, expected {graph.custom}")
+            simplified = lower_custom_op(simplified)
+        try:
+            worst.append(_onnx_delta(graph.expected, _run_onnx(simplified, graph.inputs, graph.args))[0])
+        except CheckFailed as failure:
+            raise CheckFailed(f"{where} simplified: {failure}") from None
+    exported = {graph.kind for graph in case.graphs}
+    missing = [kind for kind in ("prefill", "decode", "int8 prefill") if kind not in exported]
+    if missing:
+        raise CheckFailed(f"{', '.join(missing)} not exported (see the onnx_* checks); the others simplify")
+    opsets = sorted({g.opset for g in case.graphs})
+    at = f"opset{'s' if len(opsets) > 1 else ''} {', '.join(map(str, opsets))}"
+    return (
+        f"{len(case.graphs)} graphs ({at}), {before}→{after} nodes, custom ops kept, "
+        f"onnxruntime max|Δ|={max(worst):.1e}"
+    )
 
 
 # --- trust_remote_code ------------------------------------------------------------------------------
@@ -786,11 +939,16 @@ def ensure_overlay_seen(upstream_mod, with_configuration: bool) -> None:
         raise RuntimeError(f"transformers does not use the local upstream for {', '.join(wrong)}")
 
 
-def run(output_dir: Path, overlay: tuple[Path, Path | None] | None = None) -> dict:
+def run(
+    output_dir: Path,
+    overlay: tuple[Path, Path | None] | None = None,
+    opsets: tuple[int, ...] = DEFAULT_OPSETS,
+) -> dict:
     """All checks for both configs; a setup failure fails every check it prevents.
 
     ``overlay`` is ``(modeling, configuration or None)``: local upstream files that take
-    the place of transformers' own Gemma (see :func:`install_overlay`).
+    the place of transformers' own Gemma (see :func:`install_overlay`).  ``opsets``: the
+    ONNX opsets every graph is exported at.
     """
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
@@ -824,6 +982,8 @@ def run(output_dir: Path, overlay: tuple[Path, Path | None] | None = None) -> di
                 case = Case(name, kv_heads, upstream_mod, modeling, configuration)
                 case.output_dir = output_dir
                 case.upstream_name = upstream_name
+                case.opsets = opsets
+                case.graphs = []  # filled by the export checks, read by check_onnx_simplified
             except Exception as error:
                 traceback.print_exc()
                 detail = f"model setup failed: {_error_line(error)}"
@@ -833,6 +993,14 @@ def run(output_dir: Path, overlay: tuple[Path, Path | None] | None = None) -> di
     return _document(results)
 
 
+def _version(module: str) -> str:
+    """A package's version as the check process sees it, or why it has none."""
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception as error:  # absent, or failing to import: say so in the report
+        return f"unavailable ({_error_line(error)})"
+
+
 def _document(results: list[dict]) -> dict:
     import transformers
 
@@ -840,6 +1008,7 @@ def _document(results: list[dict]) -> dict:
         "format": 1,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
+        **{name: _version(name) for name in ("onnx", "onnxruntime", "onnxsim")},
         "checks": results,
     }
 
@@ -850,12 +1019,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help="also write the JSON result to this file")
     parser.add_argument("--upstream", type=Path, help="a local modeling_gemma.py as the reference")
     parser.add_argument("--config-upstream", type=Path, help="with --upstream: its configuration_gemma.py")
+    parser.add_argument(
+        "--opsets",
+        default=",".join(map(str, DEFAULT_OPSETS)),
+        help="comma-separated ONNX opsets to export every graph at (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    try:
+        opsets = tuple(int(o) for o in args.opsets.split(","))
+    except ValueError:
+        parser.error(f"--opsets takes numbers separated by commas, not {args.opsets!r}")
     if args.config_upstream is not None and args.upstream is None:
         parser.error("--config-upstream goes with --upstream")
     torch.set_grad_enabled(False)
     overlay = None if args.upstream is None else (args.upstream, args.config_upstream)
-    document = run(args.output_dir, overlay)
+    document = run(args.output_dir, overlay, opsets)
     text = json.dumps(document, ensure_ascii=False)
     if args.result:
         args.result.write_text(text + "\n")

@@ -4,6 +4,13 @@
 local upstream against that local upstream itself, loaded over release SPEC's Gemma in
 SPEC's environment (see :class:`patcher.verify.release.Overlay`).
 
+``--dir DIR`` verifies the files found in DIR (a ``build/`` directory or a checkpoint) as they
+are, against the release their notice names, and reports files that differ from what patcher
+generates for it (see :mod:`patcher.verify.found`).
+
+``--toolchain NAME`` runs the checks on another stack (:mod:`patcher.verify.toolchains`); a release
+the toolchain cannot run is reported as refused by it, with the reason, and is not a failure.
+
 ``--all`` regenerates every pinned release at once (:func:`patcher.series.batch.generate_many`, the
 series once per distinct upstream pair), then verifies each release's output in that
 release's own cached environment, ``--jobs`` at a time.  Releases that share upstream files
@@ -29,14 +36,21 @@ from typing import TYPE_CHECKING
 
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.upstream import pins
+from patcher.verify import toolchains
+from patcher.verify.toolchains import Toolchain
 
 if TYPE_CHECKING:
     from patcher.verify.release import VerifyReport
 
 Progress = Callable[[str], None]
-RESULTS = ("passed", "failed", "drift", "error")
+RESULTS = ("passed", "failed", "drift", "error", "refused")
 #: Exit codes of ``--all``: a failed check outranks drift, which outranks an environment error.
+#: Releases the toolchain refuses do not count, unless it refused every release (exit 7).
 EXIT_CODES = {"failed": 1, "drift": 3, "error": 4}
+#: Exit code of a verification that found hand-edited files (and no failed check).
+EDITED_EXIT = 5
+#: Exit code when the toolchain refused the release (or every release): nothing was verified.
+REFUSED_EXIT = 7
 #: Thread-count variables set to 1 for each check process (see ``_one_thread_per_check``).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -45,7 +59,8 @@ __all__ = ["Outcome", "exit_code", "register", "render_summary", "verify_all"]
 
 @dataclass
 class Outcome:
-    """What verifying one release came to: ``passed``, ``failed``, ``drift`` or ``error``."""
+    """What verifying one release came to: ``passed``, ``failed``, ``drift``, ``error`` or
+    ``refused`` (by the toolchain, with the reason in ``error``)."""
 
     version: str
     result: str
@@ -61,6 +76,8 @@ class Outcome:
             return f"DRIFT ({', '.join(self.drift)})"
         if self.result == "error":
             return self.error or "error"
+        if self.result == "refused":
+            return f"toolchain refuses: {self.error}"
         assert self.report is not None
         skipped = len(self.report.skipped)  # not applicable: neither passed nor failed
         total = len(self.report.checks) - skipped
@@ -125,11 +142,13 @@ def verify_all(
     *,
     jobs: int = 1,
     progress: Progress | None = None,
+    toolchain: Toolchain = toolchains.CURRENT,
 ) -> list[Outcome]:
-    """Regenerate and verify each release of ``versions`` (default: every pinned release)."""
+    """Regenerate and verify each release of ``versions`` (default: every pinned release) on
+    ``toolchain``."""
     from patcher.series import batch
     from patcher.verify import release
-    from patcher.verify.envs import EnvError
+    from patcher.verify.envs import EnvError, ToolchainRefused
 
     say = progress or (lambda message: None)
     versions = list(pins.load_pins()) if versions is None else list(dict.fromkeys(versions))
@@ -155,7 +174,9 @@ def verify_all(
                     say(f"{tag}: {message}")
 
             try:
-                report = release.verify_output(version, out_dir, progress=relay)
+                report = release.verify_output(version, out_dir, progress=relay, toolchain=toolchain)
+            except ToolchainRefused as refused:
+                outcome = Outcome(version, "refused", time.monotonic() - started, error=refused.reason)
             except PatcherError as exc:  # the environment could not be built, or bad input
                 what = "env build error" if isinstance(exc, EnvError) else "error"
                 error = f"{what}: {' '.join(str(exc).split())}"
@@ -188,11 +209,14 @@ def _write_scratch(files: dict[str, str], out_dir: Path) -> None:
 
 
 def exit_code(outcomes: list[Outcome]) -> int:
-    """0 when every release passed; else 1 (a check failed), 3 (drift) or 4 (environment)."""
+    """0 when every release the toolchain accepts passed; else 1 (a check failed), 3 (drift)
+    or 4 (environment); 7 when the toolchain refused every release (nothing verified)."""
     seen = {o.result for o in outcomes}
     for result, code in EXIT_CODES.items():
         if result in seen:
             return code
+    if outcomes and seen == {"refused"}:
+        return REFUSED_EXIT
     return 0
 
 
@@ -200,8 +224,11 @@ def counts(outcomes: list[Outcome]) -> dict[str, int]:
     return {result: sum(o.result == result for o in outcomes) for result in RESULTS}
 
 
-def render_summary(outcomes: list[Outcome], seconds: float, jobs: int) -> str:
-    """The final table: one row per release (result in words, time), then the totals."""
+def render_summary(
+    outcomes: list[Outcome], seconds: float, jobs: int, toolchain: Toolchain = toolchains.CURRENT
+) -> str:
+    """The final table: one row per release (result in words, time), then the releases by
+    result as ranges, then the totals."""
     rows = [("release", "result", "time")]
     rows += [(o.version, o.detail, f"{o.seconds:.1f}s" if o.seconds else "-") for o in outcomes]
     w0 = max(len(r[0]) for r in rows)
@@ -209,11 +236,35 @@ def render_summary(outcomes: list[Outcome], seconds: float, jobs: int) -> str:
     lines = [f"{a:<{w0}}  {b:<{w1}}  {c:>7}".rstrip() for a, b, c in rows]
     n = counts(outcomes)
     lines.append("")
+    lines += _ranges(outcomes)
     lines.append(
-        f"{len(outcomes)} releases: {n['passed']} passed, {n['failed']} failed, {n['drift']} drift, "
-        f"{n['error']} env build errors; total {seconds:.1f}s with --jobs {jobs}"
+        f"{len(outcomes)} releases on toolchain {toolchain.name}: {n['passed']} passed, "
+        f"{n['failed']} failed, {n['drift']} drift, {n['error']} env build errors, "
+        f"{n['refused']} refused by the toolchain; "
+        f"total {seconds:.1f}s with --jobs {jobs}"
     )
     return "\n".join(lines) + "\n"
+
+
+def _ranges(outcomes: list[Outcome]) -> list[str]:
+    """``passed: 4.38.0–4.55.4 (70)``, and the refused ones grouped by reason."""
+    from patcher.series.lockfile import release_spans
+
+    order = [o.version for o in outcomes]
+    lines = []
+    for result in RESULTS:
+        if result == "refused":
+            continue
+        chosen = [o.version for o in outcomes if o.result == result]
+        if chosen:
+            lines.append(f"{result}: {release_spans(chosen, order)} ({len(chosen)})")
+    reasons: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.result == "refused":
+            reasons.setdefault(o.error, []).append(o.version)
+    for reason, chosen in reasons.items():
+        lines.append(f"refused: {release_spans(chosen, order)} ({len(chosen)}): {reason}")
+    return lines + ([""] if lines else [])
 
 
 # -- command ---------------------------------------------------------------------------------
@@ -221,17 +272,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from patcher.progress import say
 
     _check_usage(args)
+    toolchain = toolchains.get(args.toolchain)
+    if args.dir is not None:
+        return _verify_dir(args, say, toolchain)
     if not args.all:
-        return _verify_one(args, say)
+        return _verify_one(args, say, toolchain)
     jobs = 1 if args.jobs is None else args.jobs
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {jobs}")
     started = time.monotonic()
-    outcomes = verify_all(jobs=jobs, progress=say)
+    outcomes = verify_all(jobs=jobs, progress=say, toolchain=toolchain)
     seconds = time.monotonic() - started
     if args.json:
         document = {
             "format": 1,
+            "toolchain": toolchain.name,
             "jobs": jobs,
             "seconds": round(seconds, 3),
             "counts": counts(outcomes),
@@ -239,7 +294,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
     else:
-        print(render_summary(outcomes, seconds, jobs), end="")
+        print(render_summary(outcomes, seconds, jobs, toolchain), end="")
     return exit_code(outcomes)
 
 
@@ -247,7 +302,13 @@ def _check_usage(args: argparse.Namespace) -> None:
     """The combinations argparse cannot say: one line each, exit 2."""
     local = args.upstream is not None
     problem = None
-    if args.all and local:
+    if args.dir is not None and (args.all or local):
+        problem = "--dir verifies the files found in DIR; it goes with neither --all nor --upstream"
+    elif args.dir is not None and not args.dir.strip():
+        problem = "--dir is empty; give the directory holding the vacc files"
+    elif args.dir is not None and args.jobs is not None:
+        problem = "--jobs goes with --all"
+    elif args.all and local:
         problem = "--upstream verifies one local file in one release's environment; it does not go with --all"
     elif args.config_upstream is not None and not local:
         problem = "--config-upstream goes with --upstream FILE"
@@ -256,8 +317,8 @@ def _check_usage(args: argparse.Namespace) -> None:
             "--upstream FILE needs --transformers SPEC: the release whose environment runs it "
             "(for example the release FILE was taken from)"
         )
-    elif not args.all and args.transformers is None:
-        problem = "give --transformers SPEC, or --all"
+    elif not args.all and args.transformers is None and args.dir is None:
+        problem = "give --transformers SPEC, --all, or --dir DIR"
     elif not args.all and args.jobs is not None:
         problem = "--jobs goes with --all"
     if problem:
@@ -273,7 +334,7 @@ def _release(spec: str) -> str:
     return versions.resolve(spec, pins.load_pins())
 
 
-def _verify_one(args: argparse.Namespace, say: Progress) -> int:
+def _verify_one(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -> int:
     """``verify --transformers SPEC [--upstream FILE]``: one release, its table of checks.
 
     With ``--upstream`` the output is generated from FILE as ``apply --upstream`` does (drift
@@ -302,12 +363,65 @@ def _verify_one(args: argparse.Namespace, say: Progress) -> int:
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)
-        report = release.verify_output(version, out_dir, progress=say, overlay=overlay)
+        report = release.verify_output(version, out_dir, progress=say, overlay=overlay, toolchain=toolchain)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(release.render_table(report))
     return 0 if report.ok else 1
+
+
+def _verify_dir(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -> int:
+    """``verify --dir DIR [--transformers SPEC]``: the files found in DIR, as they are.
+
+    They are compared with patcher's output for their release (hand edits reported), then
+    verified numerically as they are.  Exit 1 when a check fails, else 5 when a file is
+    hand-edited, else 7 when the toolchain refuses the release, else 0.
+    """
+    from patcher.series import lockfile
+    from patcher.series.reuse import generate_cached
+    from patcher.upstream.resolve import upstream_for
+    from patcher.verify import found, release
+    from patcher.verify.envs import ToolchainRefused
+
+    directory = Path(args.dir)
+    given = None if args.transformers is None else _release(args.transformers)
+    texts, version, notices = found.read_dir(directory, given)
+    generated = generate_cached(upstream_for(version)).files
+    try:
+        entry = lockfile.read_lock(lockfile.lock_path()).releases.get(version)
+    except UsageError:
+        entry = None
+    state = found.compare(directory, texts, version, generated, entry.outputs if entry else None, notices)
+    refused = None
+    report = None
+    with _one_thread_per_check():
+        try:
+            report = release.verify_output(version, directory, progress=say, toolchain=toolchain)
+        except ToolchainRefused as exc:
+            refused = exc
+    if args.json:
+        document = {
+            **state.as_dict(),
+            "toolchain": toolchain.name,
+            "refused": refused.reason if refused else None,
+            "report": report.as_dict() if report else None,
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(state.render())
+        if report is not None:
+            print(release.render_table(report))
+    if refused is not None:
+        say(f"patcher: {refused}")
+    if state.edited:
+        names = ", ".join(f.name for f in state.edited)
+        say(f"patcher: differs from patcher's output for transformers {version}: {names}")
+    if report is not None and not report.ok:
+        return 1
+    if state.edited:
+        return EDITED_EXIT
+    return REFUSED_EXIT if refused is not None else 0
 
 
 def register(command) -> None:
@@ -322,6 +436,19 @@ def register(command) -> None:
         "--transformers", metavar="SPEC", help="the release (see below); with --upstream, its environment"
     )
     which.add_argument("--all", action="store_true", help="every pinned release, with a summary table")
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="verify the files found in DIR (build/… or a checkpoint) as they are, against the release "
+        "their notice names (or --transformers SPEC); reports files that differ from patcher's output",
+    )
+    p.add_argument(
+        "--toolchain",
+        choices=list(toolchains.TOOLCHAINS),
+        default=toolchains.DEFAULT,
+        help="the stack the checks run on: current (torch 2.13, newest onnx) or vacc (the vendor's "
+        "deploy stack, torch 2.1.0, opsets 14 and 17); default %(default)s",
+    )
     p.add_argument(
         "--upstream",
         metavar="FILE",

@@ -12,6 +12,17 @@ would cost minutes and gigabytes, so the environments are layered:
   the packages the base venv provides (passed to uv as ``--excludes``), used by running the
   base venv's python with ``PYTHONPATH=<target dir>``.
 
+That is the **current** toolchain.  Another toolchain (``patcher.toolchains``: **vacc**, the
+vendor's deploy stack with torch 2.1.0) has its own base venv, built with uv from the
+package index, and its own per-release target dirs (``vacc-transformers-R``) beside these.
+
+After installing a release, a probe runs that release's own Gemma (import, a tiny forward,
+``save_pretrained`` and ``from_pretrained``) in the environment.  When it cannot run there,
+the toolchain **refuses** the release (the reason names the torch requirement the release
+declares, where that excludes the toolchain's torch, and the error).  The reason is kept in the target dir
+(``.patcher-refused``), so it is found again without a rebuild, and :func:`ensure_env`
+raises :class:`ToolchainRefused` with it.
+
 uv keeps its cache under ``<cache>/uv`` so a release whose wheels were seen before installs
 by hard links in about a second.  Every environment is built into a temporary sibling
 directory, gets its completion marker last and is then renamed into place, all under an
@@ -37,16 +48,20 @@ from pathlib import Path
 import platformdirs
 
 from patcher.errors import PatcherError, UsageError
+from patcher.verify import toolchains
+from patcher.verify.toolchains import Toolchain
 
-TORCH_VERSION = "2.13.0"
 PYTHON_VERSION = "3.11"
-BASE_NAME = f"base-torch{TORCH_VERSION}-py{PYTHON_VERSION}"
-BASE_REQUIREMENTS = (f"torch=={TORCH_VERSION}", "onnx", "onnxruntime", "numpy")
-# Packages the base venv provides; a release's target dir must not shadow them.  numpy is
-# not among them: some releases (4.42-4.4x) require numpy<2, which their target dir then
-# provides (torch 2.13 and onnxruntime run with numpy 1.26 as well).
-PROVIDED_BY_BASE = ("torch", "onnx", "onnxruntime")
+TORCH_VERSION = toolchains.CURRENT.torch
+BASE_NAME = toolchains.CURRENT.base_name
+BASE_REQUIREMENTS = toolchains.CURRENT.base_requirements
+#: Packages the current base venv provides; a release's target dir must not shadow them.
+PROVIDED_BY_BASE = toolchains.CURRENT.provided
 MARKER = ".patcher-env-complete"
+#: In a release's target dir: why the toolchain refuses that release (see ToolchainRefused).
+REFUSED = ".patcher-refused"
+#: In a base venv: the versions its packages were installed at (JSON).
+INSTALLED = "patcher-toolchain.json"
 
 Progress = Callable[[str], None]
 
@@ -57,6 +72,17 @@ class EnvError(PatcherError):
     exit_code = 4
 
 
+class ToolchainRefused(PatcherError):
+    """The release's own transformers cannot run on this toolchain: nothing of patcher's was
+    verified there, and nothing of patcher's failed (exit 7)."""
+
+    exit_code = 7
+
+    def __init__(self, version: str, toolchain: str, reason: str) -> None:
+        super().__init__(f"toolchain {toolchain} refuses transformers {version}: {reason}")
+        self.version, self.toolchain, self.reason = version, toolchain, reason
+
+
 @dataclass(frozen=True)
 class Env:
     """A ready environment: run ``python`` with :meth:`environ` to import release ``version``."""
@@ -64,6 +90,7 @@ class Env:
     version: str
     python: Path
     target: Path
+    toolchain: str = toolchains.DEFAULT
 
     def environ(self, *, offline: bool = True) -> dict[str, str]:
         """The process environment for running code against this release.
@@ -96,23 +123,43 @@ def uv_cache_dir() -> Path:
     return cache_root() / "uv"
 
 
-def base_dir() -> Path:
-    """The shared base venv's directory."""
-    return envs_dir() / BASE_NAME
+def base_dir(toolchain: Toolchain = toolchains.CURRENT) -> Path:
+    """The toolchain's shared base venv's directory."""
+    return envs_dir() / toolchain.base_name
 
 
-def base_python() -> Path:
-    """The shared base venv's interpreter."""
-    return base_dir() / "bin" / "python"
+def base_python(toolchain: Toolchain = toolchains.CURRENT) -> Path:
+    """The toolchain's shared base venv's interpreter."""
+    return base_dir(toolchain) / "bin" / "python"
 
 
 #: Bumped whenever what a release environment holds changes, so old ones are rebuilt.
-RELEASE_RECIPE = 2  # 2: with accelerate (4.51.0's from_pretrained cannot work without it)
+RELEASE_RECIPE = toolchains.CURRENT.release_recipe
 
 
-def release_dir(version: str) -> Path:
+def release_dir(version: str, toolchain: Toolchain = toolchains.CURRENT) -> Path:
     """The target dir holding transformers ``version`` and its own dependencies."""
-    return envs_dir() / f"transformers-{version}-r{RELEASE_RECIPE}"
+    return envs_dir() / f"{toolchain.release_prefix}-{version}-r{toolchain.release_recipe}"
+
+
+def installed_versions(toolchain: Toolchain = toolchains.CURRENT) -> dict[str, str]:
+    """The versions the toolchain's base venv was built with ({} before it is built)."""
+    try:
+        return dict(json.loads((base_dir(toolchain) / INSTALLED).read_text())["installed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def moved_pins(toolchain: Toolchain, installed: dict[str, str]) -> list[str]:
+    """The vendor pins that could not be taken exactly, in words: ``onnxruntime 1.15.0 (pinned
+    1.13.1: the nearest with a wheel for Python 3.11)``."""
+    moved = []
+    for name, pinned in toolchain.vendor_pins.items():
+        got = installed.get(name)
+        if got is not None and got != pinned:
+            nearest = f"the nearest with a wheel for Python {PYTHON_VERSION}"
+            moved.append(f"{name} {got} (pinned {pinned}: {nearest})")
+    return moved
 
 
 def is_complete(path: Path) -> bool:
@@ -120,24 +167,37 @@ def is_complete(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
-def ensure_base(progress: Progress | None = None) -> Path:
-    """Build the shared base venv unless it is complete; return its python."""
-    _build_once(base_dir(), _build_base, progress, what="base environment (torch, onnx, onnxruntime)")
-    return base_python()
+def ensure_base(progress: Progress | None = None, toolchain: Toolchain = toolchains.CURRENT) -> Path:
+    """Build the toolchain's shared base venv unless it is complete; return its python."""
+    _build_once(
+        base_dir(toolchain),
+        lambda tmp: _build_base(tmp, toolchain),
+        progress,
+        what=f"base environment of toolchain {toolchain.name} ({toolchain.summary})",
+    )
+    return base_python(toolchain)
 
 
-def ensure_env(version: str, progress: Progress | None = None) -> Env:
-    """Build (or reuse) the base venv and release ``version``'s target dir."""
+def ensure_env(
+    version: str, progress: Progress | None = None, toolchain: Toolchain = toolchains.CURRENT
+) -> Env:
+    """Build (or reuse) the base venv and release ``version``'s target dir on ``toolchain``.
+
+    Raises :class:`ToolchainRefused` when the release cannot run on the toolchain.
+    """
     _check_version(version)
-    python = ensure_base(progress)
-    target = release_dir(version)
+    python = ensure_base(progress, toolchain)
+    target = release_dir(version, toolchain)
     _build_once(
         target,
-        lambda tmp: _build_release(version, python, tmp),
+        lambda tmp: _build_release(version, python, tmp, toolchain),
         progress,
-        what=f"environment for transformers {version}",
+        what=f"environment for transformers {version} on toolchain {toolchain.name}",
     )
-    return Env(version=version, python=python, target=target)
+    refused = target / REFUSED
+    if refused.is_file():
+        raise ToolchainRefused(version, toolchain.name, refused.read_text(encoding="utf-8").strip())
+    return Env(version=version, python=python, target=target, toolchain=toolchain.name)
 
 
 def _check_version(version: str) -> None:
@@ -209,15 +269,53 @@ def find_python() -> str:
     raise EnvError(f"verification needs a python{PYTHON_VERSION} interpreter on PATH")
 
 
-def _build_base(tmp: Path) -> None:
-    """``python -m venv`` plus the venv's own pip (so pip's configuration picks the torch wheel)."""
-    _run([find_python(), "-m", "venv", str(tmp)], "the base venv")
+def _build_base(tmp: Path, toolchain: Toolchain = toolchains.CURRENT) -> None:
+    """The toolchain's base venv, then a record of the versions it got (``INSTALLED``).
+
+    ``pip``: ``python -m venv`` plus the venv's own pip (so pip's configuration picks the
+    local CPU torch wheel).  ``uv``: ``uv venv`` plus ``uv pip install`` from the package
+    index, wheels only, each requirement at the lowest version that has a wheel for this
+    Python (the vendor's pin where there is one); torch 2.1.0 from the index is the CUDA
+    build with its nvidia-* wheels (about 4.7 GB), which it needs to import even on a CPU.
+    """
+    what = f"the base venv of toolchain {toolchain.name}"
     python = str(tmp / "bin" / "python")
-    _check_torch_wheel(python)
-    _run([python, "-m", "pip", "install", "--quiet", *BASE_REQUIREMENTS], "the base venv")
+    if toolchain.installer == "pip":
+        _run([find_python(), "-m", "venv", str(tmp)], what)
+        _check_torch_wheel(python)
+        _run([python, "-m", "pip", "install", "--quiet", *toolchain.base_requirements], what)
+    else:
+        _run([_uv(), "venv", "--quiet", "--python", find_python(), str(tmp)], what)
+        constraints = tmp / ".constraints.txt"
+        constraints.write_text("".join(f"{c}\n" for c in toolchain.base_constraints))
+        cmd = [_uv(), "pip", "install", "--quiet", "--python", python, "--cache-dir", str(uv_cache_dir())]
+        cmd += ["--resolution", "lowest-direct", "--no-build", "--constraints", str(constraints)]
+        _run([*cmd, *toolchain.base_requirements], what)
+        constraints.unlink()
+    names = [_requirement_name(r) for r in toolchain.base_requirements]
+    probe = (
+        "import json, sys\nfrom importlib.metadata import version\n"
+        "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"
+    )
+    proc = subprocess.run([python, "-c", probe, *names], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EnvError(f"could not build {what}: its packages cannot be read ({_last_line(proc.stderr)})")
+    record = {"toolchain": toolchain.name, "installed": json.loads(proc.stdout)}
+    (tmp / INSTALLED).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _check_torch_wheel(python: str) -> None:
+def _requirement_name(requirement: str) -> str:
+    from packaging.requirements import Requirement
+
+    return Requirement(requirement).name
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _check_torch_wheel(python: str, requirement: str = BASE_REQUIREMENTS[0]) -> None:
     """Refuse to build unless pip would take a CPU or local torch wheel.
 
     On PyPI, ``torch==2.13.0`` for Linux is the CUDA build, gigabytes of it; the machines
@@ -225,15 +323,13 @@ def _check_torch_wheel(python: str) -> None:
     reads only the wheel's metadata.
     """
     cmd = [python, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet"]
-    proc = subprocess.run([*cmd, "--report", "-", BASE_REQUIREMENTS[0]], capture_output=True, text=True)
+    proc = subprocess.run([*cmd, "--report", "-", requirement], capture_output=True, text=True)
     try:
         chosen = json.loads(proc.stdout)["install"][0]
         url, version = chosen["download_info"]["url"], chosen["metadata"]["version"]
     except (ValueError, KeyError, IndexError):
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        raise EnvError(
-            f"no {BASE_REQUIREMENTS[0]} wheel: {lines[-1] if lines else 'pip found none'}"
-        ) from None
+        raise EnvError(f"no {requirement} wheel: {lines[-1] if lines else 'pip found none'}") from None
     if not (version.endswith("+cpu") or url.startswith("file:")):
         raise EnvError(
             f"pip would download torch {version} from {url}, not a CPU build; point pip at a CPU "
@@ -252,11 +348,12 @@ def _uv() -> str:
     raise EnvError("verification needs uv, which installing patcher installs (or: pip install uv)")
 
 
-def _build_release(version: str, python: Path, tmp: Path) -> None:
-    """``uv pip install --target`` transformers ``version`` minus what the base provides."""
+def _build_release(version: str, python: Path, tmp: Path, toolchain: Toolchain = toolchains.CURRENT) -> None:
+    """``uv pip install --target`` transformers ``version`` minus what the base provides, then
+    the probe: a release that cannot run on the toolchain gets its reason in ``REFUSED``."""
     tmp.mkdir(parents=True)
     excludes = tmp / ".excludes.txt"
-    excludes.write_text("".join(f"{name}\n" for name in PROVIDED_BY_BASE))
+    excludes.write_text("".join(f"{name}\n" for name in toolchain.provided))
     cmd = [
         _uv(),
         "pip",
@@ -270,17 +367,103 @@ def _build_release(version: str, python: Path, tmp: Path) -> None:
         str(uv_cache_dir()),
         "--excludes",
         str(excludes),
-        # accelerate as most users have it: from_pretrained then takes the low-memory path that
-        # real checkpoints take (and 4.51.0 cannot load anything without it)
-        f"transformers[accelerate]=={version}",
+        toolchain.release_requirement.format(version=version),
     ]
     _run(cmd, f"the environment for transformers {version}")
     excludes.unlink()
-    env = Env(version=version, python=python, target=tmp).environ()
-    probe = "import transformers.models.gemma.modeling_gemma as m; print(m.__file__)"
-    proc = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        raise EnvError(
-            f"transformers {version} does not import in its environment: {lines[-1] if lines else '?'}"
-        )
+    reason = refusal(version, python, tmp, toolchain)
+    if reason:
+        (tmp / REFUSED).write_text(reason + "\n", encoding="utf-8")
+
+
+#: Run in the release's environment: its own Gemma must import, run a tiny forward pass
+#: with eager attention (4.55 asks torch >= 2.1.1 for SDPA, its default, but runs eager on
+#: torch 2.1.0), and load a checkpoint of itself through ``from_pretrained`` (4.51.0 and
+#: 4.52.1-4.52.4 cannot without accelerate >= 0.26, and take the vendor's 0.25.0 for none).
+PROBE = """
+import json, re, sys, tempfile
+import torch
+result = {}
+step = ""
+try:
+    import transformers
+    from transformers.utils import is_torch_available
+    if not is_torch_available():
+        raise ImportError(f"transformers does not take torch {torch.__version__} "
+                          "(is_torch_available() is False)")
+    from transformers.models.gemma import modeling_gemma as m
+    size = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    # eager attention, as the checks use it: the default (SDPA) may want a newer torch
+    try:
+        config = m.GemmaConfig(**size, attn_implementation="eager")
+    except TypeError:
+        config = m.GemmaConfig(**size)
+    try:
+        config._attn_implementation = "eager"
+    except AttributeError:
+        config._attn_implementation_internal = "eager"
+    model = m.GemmaForCausalLM(config).eval()
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))
+    # the vacc compiler's front end loads checkpoints with from_pretrained: it must work
+    step = "from_pretrained: "
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        m.GemmaForCausalLM.from_pretrained(directory, attn_implementation="eager")
+except Exception as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = re.sub(r" [(]/[^()]*[)]$", "", lines[0]) if lines else ""  # an ImportError's file path
+    result["error"] = f"{step}{type(error).__name__}: {first}"[:300]
+print(json.dumps(result))
+"""
+
+
+def refusal(version: str, python: Path, target: Path, toolchain: Toolchain) -> str | None:
+    """Why ``toolchain`` cannot run transformers ``version`` installed in ``target``, or None.
+
+    Decided by running: the release's own Gemma must import, run a tiny forward pass and
+    load a checkpoint of itself through ``from_pretrained`` there.  When it cannot, the
+    reason names the torch requirement the release declares
+    (its ``torch`` extra) if that excludes the toolchain's torch, then the error.  A
+    declaration alone refuses nothing: 4.52.1-4.52.4 declare ``torch<2.7`` and run (and
+    pass) on torch 2.13.  A probe that cannot even start (torch itself fails to import) is
+    an environment error, not a refusal.
+    """
+    env = Env(version=version, python=python, target=target).environ()
+    proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, env=env)
+    try:
+        result = json.loads(_last_line(proc.stdout))
+    except ValueError:
+        what = f"transformers {version} could not be probed on toolchain {toolchain.name}"
+        raise EnvError(f"{what}: {_last_line(proc.stderr)}") from None
+    if not result.get("error"):
+        return None
+    reasons = []
+    declared = declared_torch(target)
+    if declared is not None and toolchain.torch and not declared.contains(toolchain.torch, prereleases=True):
+        reasons.append(f"it requires torch{declared}, the toolchain has torch {toolchain.torch}")
+    reasons.append(f"its Gemma does not run there ({result['error']})")
+    return "; ".join(reasons)
+
+
+def declared_torch(target: Path):
+    """The torch specifier that transformers in ``target`` declares (its ``torch`` extra, or a
+    plain requirement), or None when it declares none."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import SpecifierSet
+
+    found = None
+    for metadata in target.glob("transformers-*.dist-info/METADATA"):
+        for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.startswith("Requires-Dist:"):
+                continue
+            try:
+                requirement = Requirement(line.split(":", 1)[1].strip())
+            except InvalidRequirement:
+                continue
+            if requirement.name != "torch" or not str(requirement.specifier):
+                continue
+            if requirement.marker is None or requirement.marker.evaluate({"extra": "torch"}):
+                found = (found or SpecifierSet()) & requirement.specifier
+    return found

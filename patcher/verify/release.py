@@ -32,7 +32,9 @@ from rich.table import Table
 from rich.text import Text
 
 from patcher.errors import UsageError
-from patcher.verify.envs import Env, Progress, ensure_env
+from patcher.verify import toolchains
+from patcher.verify.envs import Env, Progress, ensure_env, installed_versions, moved_pins
+from patcher.verify.toolchains import Toolchain
 
 __all__ = [
     "CHECKS_SCRIPT",
@@ -66,9 +68,12 @@ CHECK_NAMES = (
     "onnx_prefill",
     "onnx_decode",
     "onnx_quantized",
+    "onnx_simplified",
     "from_pretrained",
 )
 CONFIGS = ("mqa", "mha")
+#: The packages of a toolchain whose versions the check process reports.
+STACK = ("torch", "onnx", "onnxruntime", "onnxsim")
 STATUSES = ("pass", "fail", "exception", "skipped")
 DEFAULT_TIMEOUT = 1800.0
 STDERR_TAIL_LINES = 40
@@ -162,13 +167,29 @@ class VerifyReport:
     stderr_tail: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     overlay: Overlay | None = None
+    toolchain: str = toolchains.DEFAULT
+    opsets: tuple[int, ...] = ()
+    moved_pins: list[str] = field(default_factory=list)  # vendor pins taken at another version
 
     @property
     def reference(self) -> str:
         """What the output was compared with, in words."""
+        on = "" if self.toolchain == toolchains.DEFAULT else f" on toolchain {self.toolchain}"
         if self.overlay is None:
-            return f"transformers {self.version}"
-        return f"{self.overlay.describe()} in transformers {self.version}'s environment (not its own Gemma)"
+            return f"transformers {self.version}{on}"
+        return (
+            f"{self.overlay.describe()} in transformers {self.version}'s environment{on} (not its own Gemma)"
+        )
+
+    def stack(self) -> str:
+        """The toolchain as the check process saw it: ``toolchain vacc: torch 2.1.0+cu121, ...``."""
+        parts = [f"{name} {self.versions[name]}" for name in STACK if name in self.versions]
+        if self.opsets:
+            parts.append(f"ONNX opsets {', '.join(map(str, self.opsets))}")
+        text = f"toolchain {self.toolchain}: {', '.join(parts)}"
+        if self.moved_pins:
+            text += f"; not the vendor's pin: {'; '.join(self.moved_pins)}"
+        return text
 
     @property
     def ok(self) -> bool:
@@ -193,6 +214,9 @@ class VerifyReport:
             "crashed": self.crashed,
             "seconds": round(self.seconds, 3),
             "versions": dict(self.versions),
+            "toolchain": self.toolchain,
+            "opsets": list(self.opsets),
+            "moved_pins": list(self.moved_pins),
             "checks": [asdict(check) for check in self.checks],
         }
 
@@ -226,7 +250,7 @@ def parse_result(text: str) -> tuple[list[CheckResult], dict[str, str]]:
         if check.status not in STATUSES:
             raise ValueError(f"unknown status {check.status!r} for check {check.name}")
         checks.append(check)
-    versions = {key: str(document[key]) for key in ("transformers", "torch") if key in document}
+    versions = {key: str(document[key]) for key in ("transformers", *STACK) if key in document}
     return checks, versions
 
 
@@ -249,18 +273,20 @@ def verify_output(
     env: Env | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     overlay: Overlay | None = None,
+    toolchain: Toolchain = toolchains.CURRENT,
 ) -> VerifyReport:
     """Verify the outputs in ``output_dir`` against transformers ``version``'s upstream.
 
     With ``overlay``, the reference is that local upstream instead, run in ``version``'s
-    environment (which stays as it is).  Builds the release's environment on first use
-    (network needed once), then runs offline.
+    environment (which stays as it is).  Builds the release's environment on ``toolchain``
+    on first use (network needed once), then runs offline.  Raises
+    :class:`patcher.envs.ToolchainRefused` when the toolchain cannot run the release.
     """
     output_dir = Path(output_dir)
     missing = [name for name in OUTPUT_FILES if not (output_dir / name).is_file()]
     if missing:
         raise UsageError(f"{output_dir} lacks {', '.join(missing)}: run `patcher apply` first")
-    env = env or ensure_env(version, progress)
+    env = env or ensure_env(version, progress, toolchain)
     if progress:
         against = f"{overlay.describe()} in the environment of" if overlay else "upstream"
         progress(f"verifying {output_dir} against {against} transformers {version}")
@@ -268,6 +294,7 @@ def verify_output(
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [str(env.python), str(CHECKS_SCRIPT), str(output_dir.resolve()), "--result", str(result_file)]
+        cmd += ["--opsets", ",".join(map(str, toolchain.opsets))]
         if overlay is not None:
             modeling, configuration = overlay.write(Path(tmp) / "overlay")
             cmd += ["--upstream", str(modeling)]
@@ -280,17 +307,27 @@ def verify_output(
         except subprocess.TimeoutExpired as expired:
             stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
             reason = f"the check script timed out after {timeout:.0f}s"
-            return crashed_report(version, stderr, time.monotonic() - started, reason, overlay)
+            report = crashed_report(version, stderr, time.monotonic() - started, reason, overlay)
+            return _on(report, toolchain)
         seconds = time.monotonic() - started
         text = result_file.read_text() if result_file.is_file() else _last_line(proc.stdout)
     try:
         checks, versions = parse_result(text)
     except ValueError:
-        return crashed_report(version, proc.stderr, seconds, overlay=overlay)
+        return _on(crashed_report(version, proc.stderr, seconds, overlay=overlay), toolchain)
     tail = "\n".join(proc.stderr.splitlines()[-STDERR_TAIL_LINES:])
-    return VerifyReport(
+    report = VerifyReport(
         version, checks, seconds=seconds, stderr_tail=tail, versions=versions, overlay=overlay
     )
+    return _on(report, toolchain)
+
+
+def _on(report: VerifyReport, toolchain: Toolchain) -> VerifyReport:
+    """The report, saying which toolchain it ran on and which vendor pins moved there."""
+    report.toolchain = toolchain.name
+    report.opsets = toolchain.opsets
+    report.moved_pins = moved_pins(toolchain, installed_versions(toolchain))
+    return report
 
 
 def _last_line(text: str) -> str:
@@ -347,6 +384,7 @@ def render_table(report: VerifyReport, width: int = 120) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
     console.print(build_table(report))
+    console.print(report.stack())
     if report.crashed and report.stderr_tail:
         console.print(f"last line of the check script's error output: {report.checks[0].detail}")
     return buffer.getvalue()
