@@ -15,7 +15,7 @@ from patcher.errors import UsageError
 from patcher.progress import say
 from patcher.series import contract, reuse
 from patcher.series.contract import NOTICE_MARK
-from patcher.upstream.resolve import upstream_for
+from patcher.upstream import resolve
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         config = checkpoint.read_config(weights)
         checkpoint.check_model_type(config, force=args.force)
         checkpoint.with_auto_map(config, force=args.force)
-        up = upstream_for(args.transformers)
+        up = resolve.upstream_for(args.transformers)  # late-bound, like reuse.generate_cached
         output = reuse.generate_cached(up)
         before = _installed_release(weights)
         done = checkpoint.install(
