@@ -19,6 +19,7 @@ with the error's last line, and the stderr tail is kept on the report for debugg
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import subprocess
@@ -32,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from patcher.errors import UsageError
+from patcher.series.contract import OUTPUT_FILES
 from patcher.verify import toolchains
 from patcher.verify.envs import Env, Progress, ensure_env, installed_versions, moved_pins
 from patcher.verify.toolchains import Toolchain
@@ -50,28 +52,22 @@ __all__ = [
 ]
 
 CHECKS_SCRIPT = Path(__file__).with_name("checks.py")
-OUTPUT_FILES = ("modeling_gemma_vacc.py", "configuration_gemma_vacc.py", "quantization_vacc.py")
-# Kept in step with checks.py (which cannot import patcher): used to fail every check
-# when the script dies before reporting any.
-CHECK_NAMES = (
-    "state_dict",
-    "logits",
-    "logits_padded",
-    "logits_left_padded",
-    "decode",
-    "greedy",
-    "generate",
-    "strided_slice",
-    "sequence_classification",
-    "token_classification",
-    "quantize",
-    "onnx_prefill",
-    "onnx_decode",
-    "onnx_quantized",
-    "onnx_simplified",
-    "from_pretrained",
-)
-CONFIGS = ("mqa", "mha")
+
+
+def _from_checks(name: str):
+    """A constant of ``checks.py``, read from its source: that script runs in the release's
+    environment (it imports torch), so it cannot be imported here, and a copy would drift."""
+    for node in ast.parse(CHECKS_SCRIPT.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"{CHECKS_SCRIPT} defines no {name}")
+
+
+#: Used to fail every check by name when the check process dies before it reports.
+CHECK_NAMES: tuple[str, ...] = _from_checks("CHECK_NAMES")
+CONFIGS: tuple[str, ...] = tuple(_from_checks("CONFIGS"))
 #: The packages of a toolchain whose versions the check process reports.
 STACK = ("torch", "onnx", "onnxruntime", "onnxsim")
 STATUSES = ("pass", "fail", "exception", "skipped")
