@@ -177,11 +177,13 @@ def test_update_workflow_tells_the_states_apart_by_exit_code():
 def test_the_json_fields_the_update_workflow_reads_exist():
     from patcher.ci import update
 
-    outcome = update.Outcome("5.25.0", "supported", "verified").as_dict()
+    refused = update.Checked("vacc", "refused", reason="it requires torch>=2.2")
+    outcome = update.Outcome("5.25.0", "supported", "verified", checked=[refused]).as_dict()
     document = update.Update("5.24.0", [update.Outcome("5.25.0", "supported", "verified")]).as_dict()
+    per_toolchain = set(refused.as_dict()) | set(outcome["refused_by"][0])
     fields = set(re.findall(r"\.([a-z_]+)\b", " ".join(re.findall(r"jq [^\n]*", update_script()))))
     fields -= {"md", "json"}  # file names on the jq lines (update.json, pr-body.md)
-    assert fields and fields <= set(outcome) | set(document) | {"number", "title"}, fields
+    assert fields and fields <= set(outcome) | set(document) | per_toolchain | {"number", "title"}, fields
     assert set(update.STATES) >= set(re.findall(r'\.state [!=]= "(\w+)"', update_script()))
 
 
@@ -204,6 +206,42 @@ def test_every_run_step_is_valid_bash(workflow):
             if "run" in step:
                 proc = subprocess.run(["bash", "-n", "-c", step["run"]], capture_output=True, text=True)
                 assert proc.returncode == 0, (step.get("name"), proc.stderr)
+
+
+def report_on(toolchain: str, status: str):
+    """A toolchain's result with 32 checks: 30 passed, the logits of both configs ``status``."""
+    from patcher.ci import update
+    from patcher.verify.release import CheckResult, VerifyReport
+
+    checks = [CheckResult(f"c{i}", "mqa", "pass", "") for i in range(30)]
+    checks += [CheckResult("logits", config, status, "") for config in ("mqa", "mha")]
+    report = VerifyReport("5.26.0", checks)
+    return update.Checked(toolchain, "passed" if status == "pass" else "failed", report=report)
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="the workflow's steps use jq (GitHub's runners have it)"
+)
+def test_the_workflow_names_each_refusing_toolchain_with_its_reason(tmp_path):
+    """The update step's log line and the pull request's list of refusals, run with jq on a
+    document where vacc refuses a supported release."""
+    from patcher.ci import update
+
+    reason = "it requires torch>=2.2, the toolchain has torch 2.1.0"
+    refused = update.Checked("vacc", "refused", reason=reason)
+    supported = update.Outcome("5.25.0", "supported", "verified: current passed 32/32; vacc refuses it")
+    supported.checked = [report_on("current", "pass"), refused]
+    (tmp_path / "update.json").write_text(json.dumps(update.Update("5.24.0", [supported]).as_dict()))
+    lines = [line.strip() for line in update_script().splitlines() if ".refused_by[]" in line]
+    assert len(lines) == 2
+    outputs = [
+        subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        for line in lines
+    ]
+    assert outputs == [
+        f"5.25.0: toolchain vacc refuses it: {reason}\n",
+        f"  - 5.25.0: toolchain `vacc` refuses it (not a failure of patcher): {reason}\n",
+    ]
 
 
 FAKE_GH = r'''#!{python}
@@ -238,6 +276,7 @@ def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run
     from patcher.ci import update
 
     step = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if "issue" in s.get("name", ""))
+    passed, failed_on_vacc = report_on("current", "pass"), report_on("vacc", "fail")
     document = update.Update(
         "5.24.0",
         [
@@ -245,7 +284,13 @@ def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run
             update.Outcome(
                 "5.25.1", "drift", "strided-slice", drift_report="drift: codemod strided-slice, x"
             ),
-            update.Outcome("5.26.0", "failed", "FAILED 28/30 (logits: mqa)", failed_checks="logits: mqa"),
+            update.Outcome(
+                "5.26.0",
+                "failed",
+                "current passed 32/32; vacc FAILED 30/32 (logits: mqa, mha)",
+                failed_checks="on toolchain vacc: logits: mqa, mha",
+                checked=[passed, failed_on_vacc],
+            ),
         ],
     ).as_dict()
     (tmp_path / "update.json").write_text(json.dumps(document))
@@ -277,7 +322,11 @@ def test_the_issue_step_opens_one_issue_per_release_and_edits_it_on_the_next_run
     assert labels == [["patcher-update", "drift"], ["patcher-update", "verification-failed"]]
     assert not [c for c in first if c[:2] == ["issue", "edit"]]
     body = (tmp_path / "issue-body.md").read_text()  # the last one written: 5.26.0's
-    assert "transformers **5.26.0**: **failed**" in body and "logits: mqa" in body
+    assert "transformers **5.26.0**: **failed**" in body and "on toolchain vacc: logits: mqa, mha" in body
+    assert body.splitlines()[-2:] == [
+        "- toolchain `current`: current passed 32/32",
+        "- toolchain `vacc`: vacc FAILED 30/32 (logits: mqa, mha)",
+    ]
 
     second = run_step()
     assert not [c for c in second if c[:2] == ["issue", "create"]]
@@ -300,3 +349,34 @@ def test_ci_runs_the_readme_command_and_the_lowest_direct_tier():
     unit = [line for line in script.splitlines() if line.startswith(".venv-lowest/bin/python -m pytest")]
     assert unit and '-m "not network and not verify and not mutation"' in unit[0]
     assert script.index("--resolution lowest-direct") < script.index(unit[0])
+
+
+def test_the_update_workflow_caches_the_vacc_base_under_its_own_name(tmp_path):
+    """The vacc base venv (2.5 GB of downloads) has a cache of its own: the path and the name in
+    its key come from patcher (a new recipe is a new key), the key names the exact Python."""
+    from patcher.verify import envs, toolchains
+
+    steps = load(UPDATE)["jobs"]["update"]["steps"]
+    naming = next(s for s in steps if s.get("id") == "vacc")
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache") and "vacc" in str(s))
+    assert cache["with"]["path"] == "${{ steps.vacc.outputs.dir }}"
+    key = cache["with"]["key"]
+    assert "${{ steps.vacc.outputs.name }}" in key and "${{ steps.python.outputs.python-version }}" in key
+    assert (
+        steps.index(naming)
+        < steps.index(cache)
+        < next(i for i, s in enumerate(steps) if s.get("id") == "update")
+    )
+    output = tmp_path / "github-output"
+    env = {
+        **os.environ,
+        "GITHUB_OUTPUT": str(output),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run(["bash", "-e", "-c", naming["run"]], env=env, check=True, cwd=ROOT)
+    assert output.read_text().splitlines() == [
+        f"dir={envs.base_dir(toolchains.VACC)}",
+        f"name={toolchains.VACC.base_name}",
+    ]
+    # the current toolchain's base takes torch's CPU wheel on a runner
+    assert load(UPDATE)["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"

@@ -1,14 +1,17 @@
 """``patcher update`` against a fake package index: nothing new, pre-releases and yanked releases
 skipped, a supported release pinned and locked, a drifting one, one that fails verification
 and one whose environment cannot be built (none of those pinned or locked), and the exit
-code of each.
+code of each; verification on every toolchain: passed on both, refused by vacc but passed on
+current (supported), failed on vacc only (fails verification), refused by current (error),
+and ``--toolchain`` restricting them.
 
 The unit tests serve tiny fake wheels (whose Gemma files drift in every codemod).  The tests
 marked ``network`` serve the real 5.24.0 upstream files (from the user cache, fetched once),
 as they are or with one unit reshaped (``tests/next_release.py``); generation and locking are
 real there, verification is replaced by a fake at ``patcher.verify.release.verify_output``, below
-the command's own ``verify_release``.  The test marked ``verify`` runs the default, real
-verification on 5.24.0 as if it were new, with the real index.
+the command's own ``verify_release`` (so no toolchain is ever built or downloaded).  The test
+marked ``verify`` runs the real verification on the current toolchain on 5.24.0 as if it were
+new, with the real index; its ``vacc`` twin runs both toolchains for real.
 """
 
 from __future__ import annotations
@@ -24,33 +27,49 @@ from packaging.version import Version
 
 from patcher.ci import update
 from patcher.cli import main
+from patcher.errors import UsageError
 from patcher.series import lockfile
 from patcher.series.lockfile import Entry, Lock
 from patcher.upstream import pins, pypi
-from patcher.verify import release
-from patcher.verify.envs import EnvError
+from patcher.verify import release, toolchains
+from patcher.verify.envs import EnvError, ToolchainRefused
 from patcher.verify.release import CHECK_NAMES, CONFIGS, CheckResult, VerifyReport
 
 N_CHECKS = len(CHECK_NAMES) * len(CONFIGS)
+ALL_PASS = f"{N_CHECKS}/{N_CHECKS}"
+ALL = list(toolchains.TOOLCHAINS)  # the toolchains update verifies on by default
+REASON = "it requires torch>=2.2, the toolchain has torch 2.1.0; its Gemma does not run there (x)"
 
 
 @pytest.fixture
 def checks(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Verification replaced where it would start the check process: every check passes,
-    unless the test names failing checks or a release whose environment cannot be built."""
-    state: dict = {"calls": [], "fail": {}, "env": set()}
+    """Verification replaced where it would start the check process (so no environment of any
+    toolchain is built): every check passes, unless the test names failing checks, a release
+    a toolchain refuses, or a release whose environment cannot be built.  ``fail``, ``refuse``
+    and ``env`` are keyed by version (every toolchain) or by (version, toolchain name)."""
+    state: dict = {"calls": [], "fail": {}, "refuse": {}, "env": set()}
 
-    def verify_output(version, out_dir, *, progress=None, **kw):
+    def verify_output(version, out_dir, *, progress=None, toolchain=toolchains.CURRENT, **kw):
         files = sorted(p.name for p in Path(out_dir).iterdir())
-        state["calls"].append((version, files, os.environ.get("OMP_NUM_THREADS")))
-        if version in state["env"]:
+        state["calls"].append((version, toolchain.name, files, os.environ.get("OMP_NUM_THREADS")))
+        key = (version, toolchain.name)
+        if version in state["env"] or key in state["env"]:
             raise EnvError(f"could not build the environment for transformers {version}: no wheel")
-        failing = state["fail"].get(version, {})
+        if key in state["refuse"]:
+            raise ToolchainRefused(version, toolchain.name, state["refuse"][key])
+        failing = state["fail"].get(key, state["fail"].get(version, {}))
         checks = [CheckResult(n, c, failing.get(n, "pass"), "detail") for n in CHECK_NAMES for c in CONFIGS]
-        return VerifyReport(version, checks, seconds=0.1)
+        report = VerifyReport(version, checks, seconds=0.1)
+        report.toolchain = toolchain.name
+        return report
 
     monkeypatch.setattr(release, "verify_output", verify_output)
     return state
+
+
+def results(release: dict) -> list[tuple[str, str]]:
+    """A release's verification per toolchain, from ``update --json``."""
+    return [(t["toolchain"], t["result"]) for t in release["toolchains"]]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -132,7 +151,7 @@ def test_the_text_report_shows_the_drift_lines(tiny, tmp_path, checks, capsys):
     code, out, _ = run(capsys)
     lines = out.splitlines()
     assert code == 3
-    assert lines[0] == "update: 1 new release after 5.24.0"
+    assert lines[0] == "update: 1 new release after 5.24.0; toolchains: current, vacc"
     assert lines[1].startswith("5.25.0  drift               library-imports, ")
     assert lines[1].endswith("; not pinned, not locked")
     assert lines[2].startswith("    drift: codemod library-imports, target ")
@@ -187,6 +206,62 @@ def test_update_is_in_the_help_with_its_exit_codes(capsys):
     assert "3 a new release drifts" in out and "6 a new release fails verification" in out
 
 
+def checked(toolchain: str, result: str) -> update.Checked:
+    """One toolchain's result; a report only where checks ran (every check passed or failed)."""
+    report = None
+    if result in ("passed", "failed"):
+        status = "pass" if result == "passed" else "fail"
+        report = VerifyReport("5.25.0", [CheckResult(n, c, status, "") for n in CHECK_NAMES for c in CONFIGS])
+    return update.Checked(toolchain, result, reason="why" if report is None else None, report=report)
+
+
+@pytest.mark.parametrize(
+    ("current", "vacc", "state"),
+    [
+        ("passed", "passed", "supported"),
+        ("passed", "refused", "supported"),  # vacc cannot run the release: not a failure
+        ("passed", "failed", "failed"),  # a failure on any accepting toolchain
+        ("failed", "passed", "failed"),
+        ("failed", "refused", "failed"),
+        ("failed", "error", "failed"),  # a wrong output outranks an environment error
+        ("passed", "error", "error"),  # vacc's verdict unknown: not supported
+        ("refused", "passed", "error"),  # it must pass on the current toolchain
+        ("refused", "refused", "error"),
+        ("error", "passed", "error"),
+    ],
+)
+def test_a_release_is_supported_when_it_passes_on_current_and_every_accepting_toolchain(current, vacc, state):
+    assert update.judge([checked("current", current), checked("vacc", vacc)]) == state
+
+
+def test_current_alone_may_decide():
+    assert update.judge([checked("current", "passed")]) == "supported"
+    assert update.judge([checked("current", "refused")]) == "error"
+
+
+def test_toolchain_selection_keeps_current_first_and_refuses_to_leave_it_out():
+    names = lambda chosen: [t.name for t in chosen]  # noqa: E731
+    assert names(update.select_toolchains(None)) == names(update.select_toolchains([])) == ALL
+    assert names(update.select_toolchains(["vacc", "current", "vacc"])) == ["current", "vacc"]
+    assert names(update.select_toolchains(["current"])) == ["current"]
+    with pytest.raises(UsageError, match="passes on the current toolchain: add --toolchain current"):
+        update.select_toolchains(["vacc"])
+
+
+def test_toolchain_without_current_is_bad_usage_before_any_download(tiny, tmp_path, checks, capsys):
+    tiny["listed"].update(releases(("5.25.0", False)))
+    code, out, err = run(capsys, "--toolchain", "vacc")
+    assert code == 2 and out == ""
+    assert err == (
+        "patcher: update pins a release only when it passes on the current toolchain: "
+        "add --toolchain current\n"
+    )
+    assert tiny["pip"].calls == [] and checks["calls"] == []
+    code, out, err = run(capsys, "--toolchain", "nightly")
+    assert code == 2 and "invalid choice: 'nightly'" in err
+    assert unchanged(tiny, tmp_path)
+
+
 # --- network: the real 5.24.0 files behind the fake index -----------------------------------------
 
 
@@ -208,14 +283,22 @@ def test_a_supported_release_is_pinned_locked_and_checks_clean(index, checks, ca
     doc = json.loads(out)
     (release,) = doc["releases"]
     assert release["state"] == "supported" and release["locked"] and release["pinned"]
-    assert release["detail"] == f"verified: passed {N_CHECKS}/{N_CHECKS}"
+    assert release["detail"] == f"verified: current passed {ALL_PASS}; vacc passed {ALL_PASS}"
+    assert doc["toolchains"] == ALL == ["current", "vacc"]
+    assert [(t["toolchain"], t["result"]) for t in release["toolchains"]] == [
+        ("current", "passed"),
+        ("vacc", "passed"),
+    ]
+    assert release["refused_by"] == [] and release["verify"]["toolchain"] == "current"
     assert release["shape_changes"] == {}  # the same shapes as 5.24.0
     assert release["shapes"]["strided-slice"] == ["post-init"]
     assert [s["version"] for s in doc["skipped"]] == ["5.25.1", "5.26.0rc1"]
     assert doc["lock_changed"] is True
     assert index.downloads() == ["5.25.0"]
-    # verified once, through the command's own verify_release: three files, one torch thread
-    assert checks["calls"] == [("5.25.0", sorted(release["outputs"]), "1")]
+    # verified once per toolchain, through the command's own verify_release: three files, one
+    # torch thread
+    files = sorted(release["outputs"])
+    assert checks["calls"] == [("5.25.0", "current", files, "1"), ("5.25.0", "vacc", files, "1")]
     # pinned: the wheel's digests; locked: the outputs, and the same codemod lines as 5.24.0
     pin = index.pinned()["5.25.0"]
     assert pin.wheel == "transformers-5.25.0-py3-none-any.whl"
@@ -231,7 +314,7 @@ def test_a_supported_release_is_pinned_locked_and_checks_clean(index, checks, ca
     before = index.state()
     code, out, _ = run(capsys)
     assert code == 0 and out.startswith("update: nothing new: 5.25.0 is the newest pin")
-    assert index.state() == before and len(checks["calls"]) == 1
+    assert index.state() == before and len(checks["calls"]) == 2
 
 
 @pytest.mark.network
@@ -260,11 +343,20 @@ def test_each_state_in_one_run(index, checks, capsys):
     )
     assert "no top-level `self.post_init()` call in __init__" in drift["drift_report"]
     failed = by["5.27.0"]
-    assert failed["failed_checks"] == "logits: mqa, mha; generate: exception mqa, exception mha"
-    assert failed["detail"] == f"FAILED {N_CHECKS - 4}/{N_CHECKS} ({failed['failed_checks']})"
+    checks_failed = "logits: mqa, mha; generate: exception mqa, exception mha"
+    assert (
+        failed["failed_checks"]
+        == f"on toolchain current: {checks_failed}\non toolchain vacc: {checks_failed}"
+    )
+    assert failed["detail"] == (
+        f"current FAILED {N_CHECKS - 4}/{N_CHECKS} ({checks_failed}); "
+        f"vacc FAILED {N_CHECKS - 4}/{N_CHECKS} ({checks_failed})"
+    )
     assert failed["verify"]["ok"] is False
     assert "could not build the environment for transformers 5.28.0" in by["5.28.0"]["error"]
-    assert [v for v, *_ in checks["calls"]] == ["5.25.0", "5.27.0", "5.28.0"]
+    assert [(v, t) for v, t, *_ in checks["calls"]] == [
+        (v, t) for v in ("5.25.0", "5.27.0", "5.28.0") for t in ALL
+    ]
     # only the supported release is pinned and locked; the base entry is as it was
     assert list(index.pinned()) == [BASE, "5.25.0"]
     lock = lockfile.read_lock(index.lock)
@@ -281,18 +373,126 @@ def test_the_text_report_names_each_state(index, checks, capsys):
     code, out, _ = run(capsys)
     assert code == 3
     lines = out.splitlines()
-    assert lines[0] == "update: 2 new releases after 5.24.0"
+    assert lines[0] == "update: 2 new releases after 5.24.0; toolchains: current, vacc"
     assert lines[1] == "5.25.0  drift               strided-slice; not pinned, not locked"
     assert lines[2].startswith(
         "    drift: codemod strided-slice, target GemmaModel.__init__ at modeling_gemma.py:"
     )
-    assert lines[3] == f"5.26.0  supported           verified: passed {N_CHECKS}/{N_CHECKS}; pinned " + (
-        f"{os.path.relpath(index.pins / '5.26.0.json')}, locked"
+    assert lines[3] == (
+        f"5.26.0  supported           verified: current passed {N_CHECKS}/{N_CHECKS}; "
+        f"vacc passed {N_CHECKS}/{N_CHECKS}; pinned {os.path.relpath(index.pins / '5.26.0.json')}, locked"
     )
     assert lines[-1] == "update: 1 supported, 1 drift, 0 fail verification, 0 could not be looked at"
 
 
-# --- verify: the default verification, for real ---------------------------------------------------
+@pytest.mark.network
+def test_refused_by_vacc_but_passed_on_current_is_supported(index, checks, capsys):
+    index.publish("5.25.0")
+    checks["refuse"][("5.25.0", "vacc")] = REASON
+    code, out, err = run(capsys, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    (release,) = doc["releases"]
+    assert release["state"] == "supported" and release["pinned"] and release["locked"]
+    assert release["detail"] == f"verified: current passed {N_CHECKS}/{N_CHECKS}; vacc refuses it"
+    assert release["refused_by"] == [{"toolchain": "vacc", "reason": REASON}]
+    vacc = release["toolchains"][1]
+    assert (vacc["toolchain"], vacc["result"], vacc["reason"], vacc["verify"]) == (
+        "vacc",
+        "refused",
+        REASON,
+        None,
+    )
+    assert list(index.pinned()) == [BASE, "5.25.0"]
+    assert "5.25.0" in lockfile.read_lock(index.lock).releases
+    assert "[1/1] transformers 5.25.0: vacc refuses it" in err
+    # the text report names the toolchain and its reason under the release's line
+    index.publish("5.26.0")
+    checks["refuse"][("5.26.0", "vacc")] = REASON
+    code, out, _ = run(capsys)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[1].startswith(
+        f"5.26.0  supported           verified: current passed {ALL_PASS}; vacc refuses it; pinned "
+    )
+    assert lines[2] == f"    vacc refuses it: {REASON}"
+
+
+@pytest.mark.network
+def test_failing_on_vacc_only_fails_verification_naming_vacc(index, checks, capsys):
+    index.publish("5.25.0")
+    checks["fail"][("5.25.0", "vacc")] = {"onnx_simplified": "fail"}
+    before = index.state()
+    code, out, err = run(capsys, "--json")
+    assert code == 6, err
+    (release,) = json.loads(out)["releases"]
+    assert release["state"] == "failed" and not release["pinned"] and not release["locked"]
+    assert release["failed_checks"] == "on toolchain vacc: onnx_simplified: mqa, mha"
+    assert release["detail"] == (
+        f"current passed {ALL_PASS}; vacc FAILED {N_CHECKS - 2}/{N_CHECKS} (onnx_simplified: mqa, mha)"
+    )
+    assert [(t["toolchain"], t["result"]) for t in release["toolchains"]] == [
+        ("current", "passed"),
+        ("vacc", "failed"),
+    ]
+    assert release["toolchains"][1]["verify"]["ok"] is False and release["verify"]["ok"] is True
+    assert index.state() == before  # nothing pinned, nothing locked
+    code, out, _ = run(capsys)
+    assert code == 6
+    assert out.splitlines()[1] == (
+        f"5.25.0  fails verification  current passed {ALL_PASS}; vacc FAILED {N_CHECKS - 2}/{N_CHECKS} "
+        "(onnx_simplified: mqa, mha); not pinned, not locked"
+    )
+
+
+@pytest.mark.network
+def test_refused_by_current_or_an_environment_on_vacc_is_an_error(index, checks, capsys):
+    index.publish("5.25.0")  # the current toolchain refuses it: nothing says the output works
+    index.publish("5.26.0")  # vacc's environment cannot be built: its verdict is unknown
+    checks["refuse"][("5.25.0", "current")] = "it requires torch>=3"
+    checks["env"].add(("5.26.0", "vacc"))
+    before = index.state()
+    code, out, err = run(capsys, "--json")
+    assert code == 4, err
+    by = {r["version"]: r for r in json.loads(out)["releases"]}
+    assert by["5.25.0"]["state"] == by["5.26.0"]["state"] == "error"
+    assert by["5.25.0"]["error"] == "toolchain current refuses it: it requires torch>=3"
+    assert by["5.25.0"]["refused_by"] == [{"toolchain": "current", "reason": "it requires torch>=3"}]
+    assert by["5.26.0"]["error"].startswith("vacc: cannot verify it: could not build the environment")
+    assert by["5.26.0"]["detail"].startswith(f"current passed {N_CHECKS}/{N_CHECKS}; vacc: cannot verify it")
+    assert index.state() == before
+
+
+@pytest.mark.network
+def test_toolchain_current_alone_leaves_vacc_out(index, checks, capsys):
+    index.publish("5.25.0")
+    code, out, err = run(capsys, "--json", "--toolchain", "current")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["toolchains"] == ["current"]
+    (release,) = doc["releases"]
+    assert release["state"] == "supported"
+    assert release["detail"] == f"verified: current passed {N_CHECKS}/{N_CHECKS}"
+    assert [t for _, t, *_ in checks["calls"]] == ["current"]
+
+
+# --- verify: the real verification --------------------------------------------------------------
+
+
+def as_if_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newest: str, new: str) -> Path:
+    """A pins dir whose newest pin is ``newest`` (its committed pin and lock entry), and the
+    real index cut at ``new``: ``new`` looks like the one new release."""
+    committed = pins.load_pins(pins.PINS_DIR)
+    locked = lockfile.read_lock(lockfile.lock_path(pins.PINS_DIR))
+    folder = tmp_path / "pins"
+    pins.write_pin(committed[newest], folder)
+    lockfile.write_lock(Lock({newest: locked.releases[newest]}, locked.series_digest), folder / "lock.json")
+    monkeypatch.setenv("PATCHER_PINS_DIR", str(folder))
+    monkeypatch.setattr(pypi, "_releases_memo", None)
+    real = pypi.pypi_releases()
+    cut = {v: r for v, r in real.items() if pypi.is_final(v) and Version(v) <= Version(new)}
+    monkeypatch.setattr(pypi, "pypi_releases", lambda: cut)
+    return folder
 
 
 @pytest.mark.verify
@@ -300,23 +500,42 @@ def test_the_text_report_names_each_state(index, checks, capsys):
 def test_update_verifies_for_real_and_locks_what_the_committed_lock_says(tmp_path, monkeypatch, capsys):
     """5.24.0 looked at as if it were new: the newest pin is 5.23.0 and the real index is cut
     at 5.24.0.  pip downloads the real wheel, the real check script runs in 5.24.0's own
-    environment, and the lock entry written equals the committed one."""
-    committed = pins.load_pins(pins.PINS_DIR)
-    locked = lockfile.read_lock(lockfile.lock_path(pins.PINS_DIR))
-    folder = tmp_path / "pins"
-    pins.write_pin(committed["5.23.0"], folder)
-    lockfile.write_lock(
-        Lock({"5.23.0": locked.releases["5.23.0"]}, locked.series_digest), folder / "lock.json"
-    )
-    monkeypatch.setenv("PATCHER_PINS_DIR", str(folder))
-    monkeypatch.setattr(pypi, "_releases_memo", None)
-    real = pypi.pypi_releases()
-    cut = {v: r for v, r in real.items() if pypi.is_final(v) and Version(v) <= Version("5.24.0")}
-    monkeypatch.setattr(pypi, "pypi_releases", lambda: cut)
-    code, out, err = run(capsys, "--json")
+    environment on the current toolchain, and the lock entry written equals the committed one."""
+    folder = as_if_new(tmp_path, monkeypatch, "5.23.0", "5.24.0")
+    code, out, err = run(capsys, "--json", "--toolchain", "current")
     (release,) = json.loads(out)["releases"]
     assert code == 0, (release["detail"], err[-2000:])
     assert release["version"] == "5.24.0" and release["state"] == "supported"
     assert release["verify"]["versions"]["transformers"] == "5.24.0"
-    assert pins.load_pins(folder)["5.24.0"] == committed["5.24.0"]
+    assert pins.load_pins(folder)["5.24.0"] == pins.load_pins(pins.PINS_DIR)["5.24.0"]
+    locked = lockfile.read_lock(lockfile.lock_path(pins.PINS_DIR))
     assert lockfile.read_lock(folder / "lock.json").releases["5.24.0"] == locked.releases["5.24.0"]
+
+
+@pytest.mark.vacc
+@pytest.mark.verify
+@pytest.mark.network
+def test_update_on_both_toolchains_for_real(tmp_path, monkeypatch, capsys, request):
+    """As above with every toolchain, 4.55.4 and 5.24.0 as the new releases: vacc verifies
+    4.55.4 and refuses 5.24.0 (it declares torch>=2.6), and both are supported."""
+    if "vacc" not in (request.config.option.markexpr or "") and os.environ.get("PATCHER_VACC") != "1":
+        pytest.skip(
+            "the vacc toolchain downloads about 2.5 GB once: select it with -m vacc or PATCHER_VACC=1"
+        )
+    folder = as_if_new(tmp_path, monkeypatch, "4.55.3", "4.55.4")
+    code, out, err = run(capsys, "--json")
+    (release,) = json.loads(out)["releases"]
+    assert code == 0, (release["detail"], err[-2000:])
+    assert results(release) == [("current", "passed"), ("vacc", "passed")]
+    assert release["toolchains"][1]["verify"]["versions"]["torch"].startswith("2.1.0")
+    folder = as_if_new(tmp_path / "again", monkeypatch, "5.23.0", "5.24.0")
+    code, out, err = run(capsys, "--json")
+    (release,) = json.loads(out)["releases"]
+    assert code == 0, (release["detail"], err[-2000:])
+    assert release["state"] == "supported" and results(release) == [
+        ("current", "passed"),
+        ("vacc", "refused"),
+    ]
+    (refused,) = release["refused_by"]
+    assert refused["toolchain"] == "vacc" and "requires torch>=2.6" in refused["reason"]
+    assert "5.24.0" in lockfile.read_lock(folder / "lock.json").releases

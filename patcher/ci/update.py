@@ -7,11 +7,20 @@ and the yanked flags, ``pip index versions`` when that is unreachable; wheels th
 releases are skipped and listed as such.  Each new release ends in one state:
 
 - ``supported``: the series meets only shapes it knows and the output passes verification
-  in the release's own environment; its pin is written to ``upstream_pins/`` and its entry
-  added to the lock (the entries of the other releases are left as they are);
+  in the release's own environment on every toolchain that accepts the release, the
+  current one among them; its pin is written to ``upstream_pins/`` and its entry added to
+  the lock (the entries of the other releases are left as they are);
 - ``drift``: a codemod met a shape it does not know; the drift report says where;
-- ``failed``: the output was generated but fails verification; the failing checks say which;
-- ``error``: the release could not be fetched or its environment could not be built.
+- ``failed``: the output was generated but fails verification on some toolchain; the
+  failing checks say which, and on which toolchain;
+- ``error``: the release could not be fetched, an environment could not be built, or the
+  current toolchain refuses the release (then nothing says the output works anywhere).
+
+Verification runs on each toolchain of :mod:`patcher.verify.toolchains` (``--toolchain``
+restricts them; the current one is always among them).  A toolchain that refuses the
+release (its own transformers cannot run there, ``patcher verify`` exit 7) is reported with
+its reason and is not a failure: the vacc toolchain's torch 2.1 refuses every release from
+4.56 on, and those releases are supported when they pass on the current toolchain.
 
 A release that is not supported is neither pinned nor locked: the pins stay the list of
 releases that work, so ``patcher check`` and ``verify --all`` stay green, and the pin that
@@ -21,8 +30,9 @@ not tried again; its report (the workflow's issue) is what remains of it, and ``
 brings it back by hand (see the drift playbook in the README).
 
 Verification is the one expensive step and the one that needs torch; ``update_releases``
-takes it as a parameter (``verify_release``) so that tests can replace it.  The command
-always uses :func:`verify_release`, which is what ``patcher verify --transformers R`` does.
+takes it as a parameter (``verify_release``, called once per toolchain) so that tests can
+replace it.  The command always uses :func:`verify_release`, which is what
+``patcher verify --transformers R --toolchain NAME`` does.
 """
 
 from __future__ import annotations
@@ -42,13 +52,18 @@ from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series import lockfile
 from patcher.upstream import fetch, pins, pypi
 from patcher.upstream.versions import FIRST_GEMMA, check_release
+from patcher.verify import toolchains
+from patcher.verify.toolchains import Toolchain
 
 if TYPE_CHECKING:
     from patcher.series.contract import Output
     from patcher.verify.release import VerifyReport
 
 Progress = Callable[[str], None]
-VerifyRelease = Callable[[str, "Output", Progress], "VerifyReport"]
+#: ``verify_release(version, output, progress, toolchain)``: the report, or
+#: :class:`patcher.verify.envs.ToolchainRefused` when the toolchain refuses the release, or
+#: another :class:`PatcherError` when its environment cannot be built.
+VerifyRelease = Callable[[str, "Output", Progress, Toolchain], "VerifyReport"]
 
 STATES = ("supported", "drift", "failed", "error")
 #: Exit codes, highest precedence first: a wrong output outranks drift, drift outranks a
@@ -61,7 +76,21 @@ WORDS = {
     "error": "error",
 }
 
-__all__ = ["EXIT_CODES", "Outcome", "Skipped", "Update", "register", "update_releases", "verify_release"]
+#: What one toolchain made of one release (``Checked.result``).
+RESULTS = ("passed", "failed", "refused", "error")
+
+__all__ = [
+    "EXIT_CODES",
+    "Checked",
+    "Outcome",
+    "Skipped",
+    "Update",
+    "judge",
+    "register",
+    "select_toolchains",
+    "update_releases",
+    "verify_release",
+]
 
 
 @dataclass(frozen=True)
@@ -73,8 +102,52 @@ class Skipped:
 
 
 @dataclass
+class Checked:
+    """One new release on one toolchain: ``passed``, ``failed``, ``refused`` (the toolchain
+    cannot run the release's own transformers; ``reason`` says why) or ``error`` (its
+    environment could not be built; ``reason`` says what went wrong)."""
+
+    toolchain: str
+    result: str
+    reason: str | None = None
+    report: VerifyReport | None = None
+
+    @property
+    def detail(self) -> str:
+        """``vacc passed 32/32``, ``vacc FAILED 28/32 (logits: mqa)``, ``vacc refuses it``."""
+        if self.result == "refused":
+            return f"{self.toolchain} refuses it"
+        if self.result == "error":
+            return f"{self.toolchain}: {self.reason}"
+        assert self.report is not None
+        skipped = len(self.report.skipped)
+        total = len(self.report.checks) - skipped
+        passed = total - len(self.report.failed)
+        na = f", {skipped} n/a" if skipped else ""
+        if self.result == "passed":
+            return f"{self.toolchain} passed {passed}/{total}{na}"
+        return f"{self.toolchain} FAILED {passed}/{total} ({self.failed_checks}){na}"
+
+    @property
+    def failed_checks(self) -> str | None:
+        from patcher.verify.command import failed_checks
+
+        return failed_checks(self.report) if self.result == "failed" and self.report else None
+
+    def as_dict(self) -> dict:
+        return {
+            "toolchain": self.toolchain,
+            "result": self.result,
+            "detail": self.detail,
+            "reason": self.reason,
+            "failed_checks": self.failed_checks,
+            "verify": self.report.as_dict() if self.report else None,
+        }
+
+
+@dataclass
 class Outcome:
-    """What became of one new release."""
+    """What became of one new release (``checked``: each toolchain's verification)."""
 
     version: str
     state: str
@@ -87,7 +160,12 @@ class Outcome:
     drift_report: str | None = None
     failed_checks: str | None = None
     error: str | None = None
-    report: VerifyReport | None = None
+    report: VerifyReport | None = None  # the current toolchain's
+    checked: list[Checked] = field(default_factory=list)
+
+    @property
+    def refused_by(self) -> list[Checked]:
+        return [c for c in self.checked if c.result == "refused"]
 
     def as_dict(self) -> dict:
         return {
@@ -105,6 +183,8 @@ class Outcome:
             "failed_checks": self.failed_checks,
             "error": self.error,
             "verify": self.report.as_dict() if self.report else None,
+            "toolchains": [c.as_dict() for c in self.checked],
+            "refused_by": [{"toolchain": c.toolchain, "reason": c.reason} for c in self.refused_by],
         }
 
 
@@ -116,6 +196,7 @@ class Update:
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     lock_changed: bool = False
+    toolchains: list[str] = field(default_factory=lambda: list(toolchains.TOOLCHAINS))
 
     @property
     def exit_code(self) -> int:
@@ -129,6 +210,7 @@ class Update:
         return {
             "format": 1,
             "newest_pin": self.newest_pin,
+            "toolchains": self.toolchains,
             "releases": [o.as_dict() for o in self.outcomes],
             "skipped": [{"version": s.version, "reason": s.reason} for s in self.skipped],
             "counts": self.counts(),
@@ -161,16 +243,62 @@ def new_releases(newest_pin: str | None) -> tuple[list[str], list[Skipped]]:
 
 
 # -- one release -------------------------------------------------------------------------------
-def verify_release(version: str, output: Output, progress: Progress) -> VerifyReport:
-    """Verify ``output`` in release ``version``'s own environment, as ``patcher verify`` does
-    (built on first use; one torch thread per check process)."""
+def verify_release(
+    version: str, output: Output, progress: Progress, toolchain: Toolchain = toolchains.CURRENT
+) -> VerifyReport:
+    """Verify ``output`` in release ``version``'s own environment on ``toolchain``, as
+    ``patcher verify --toolchain NAME`` does (built on first use; one torch thread per check
+    process).  Raises ``ToolchainRefused`` when the toolchain cannot run the release."""
     from patcher.verify import release
     from patcher.verify.command import _one_thread_per_check, _write_scratch
 
     with tempfile.TemporaryDirectory(prefix="patcher-update-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         _write_scratch(output.files, out_dir)
-        return release.verify_output(version, out_dir, progress=progress)
+        return release.verify_output(version, out_dir, progress=progress, toolchain=toolchain)
+
+
+def select_toolchains(names: list[str] | None = None) -> list[Toolchain]:
+    """The toolchains ``update`` verifies on, in their order (the current one first): every
+    toolchain, or those ``names``; the current one must be among them (it decides whether
+    a release works at all)."""
+    if not names:
+        return list(toolchains.TOOLCHAINS.values())
+    chosen = {toolchains.get(name).name for name in names}
+    if toolchains.DEFAULT not in chosen:
+        raise UsageError(
+            f"update pins a release only when it passes on the {toolchains.DEFAULT} toolchain: "
+            f"add --toolchain {toolchains.DEFAULT}"
+        )
+    return [t for t in toolchains.TOOLCHAINS.values() if t.name in chosen]
+
+
+def check_on(
+    version: str, output: Output, toolchain: Toolchain, verify_release: VerifyRelease, progress: Progress
+) -> Checked:
+    """Verify ``output`` on one toolchain: passed, failed, refused (with the reason) or error."""
+    from patcher.verify.envs import ToolchainRefused
+
+    try:
+        report = verify_release(version, output, progress, toolchain)
+    except ToolchainRefused as refused:
+        return Checked(toolchain.name, "refused", reason=refused.reason)
+    except PatcherError as exc:  # the environment could not be built
+        return Checked(toolchain.name, "error", reason=f"cannot verify it: {_one_line(exc)}")
+    return Checked(toolchain.name, "passed" if report.ok else "failed", report=report)
+
+
+def judge(checked: list[Checked]) -> str:
+    """The state of a release from its toolchains' results: ``failed`` when any toolchain
+    that accepts it fails it; else ``error`` when an environment could not be built or the
+    current toolchain refuses it; else ``supported`` (passed on the current toolchain and on
+    every other that accepts it)."""
+    results = {c.toolchain: c.result for c in checked}
+    if "failed" in results.values():
+        return "failed"
+    if "error" in results.values() or results.get(toolchains.DEFAULT) != "passed":
+        return "error"
+    return "supported"
 
 
 def _shapes(output: Output) -> dict[str, list[str]]:
@@ -197,13 +325,15 @@ def look_at(
     version: str,
     *,
     verify_release: VerifyRelease,
+    verify_on: list[Toolchain],
     previous: Output | None,
     progress: Progress,
 ) -> tuple[Outcome, pins.Pin | None, Output | None]:
-    """Pin ``version`` into a temporary directory, generate and verify it.  Returns the
-    outcome, and for a supported release the pin and output to record."""
+    """Pin ``version`` into a temporary directory, generate it and verify it on each toolchain
+    of ``verify_on``.  Returns the outcome, and for a supported release the pin and output
+    to record."""
     from patcher.series.reuse import generate_cached
-    from patcher.verify.command import drifting_codemods, failed_checks
+    from patcher.verify.command import drifting_codemods
 
     try:
         with tempfile.TemporaryDirectory(prefix="patcher-update-pins-") as staging:
@@ -220,38 +350,36 @@ def look_at(
         return outcome, None, None
     shapes = _shapes(output)
     changes = _shape_changes(previous, output)
-    try:
-        report = verify_release(version, output, progress)
-    except PatcherError as exc:  # the environment could not be built
-        error = _one_line(exc)
-        outcome = Outcome(version, "error", f"cannot verify it: {error}", shapes=shapes, error=error)
-        return outcome, None, None
-    skipped = len(report.skipped)
-    total = len(report.checks) - skipped
-    passed = total - len(report.failed)
-    na = f", {skipped} n/a" if skipped else ""
-    if not report.ok:
-        failing = failed_checks(report)
-        outcome = Outcome(
-            version,
-            "failed",
-            f"FAILED {passed}/{total} ({failing}){na}",
-            shapes=shapes,
-            shape_changes=changes,
-            outputs=output.digests(),
-            failed_checks=failing,
-            report=report,
-        )
-        return outcome, None, None
+    checked = []
+    for toolchain in verify_on:
+        relay = lambda message, name=toolchain.name: progress(f"{name}: {message}")  # noqa: E731
+        checked.append(check_on(version, output, toolchain, verify_release, relay))
+        progress(checked[-1].detail)
+    state = judge(checked)
+    parts = "; ".join(c.detail for c in checked)
+    current = next((c.report for c in checked if c.toolchain == toolchains.DEFAULT), None)
     outcome = Outcome(
         version,
-        "supported",
-        f"verified: passed {passed}/{total}{na}",
-        outputs=output.digests(),
+        state,
+        f"verified: {parts}" if state == "supported" else parts,
         shapes=shapes,
         shape_changes=changes,
-        report=report,
+        outputs=output.digests(),
+        report=current,
+        checked=checked,
     )
+    if state == "failed":
+        outcome.failed_checks = "\n".join(
+            f"on toolchain {c.toolchain}: {c.failed_checks}" for c in checked if c.result == "failed"
+        )
+    if state == "error":
+        outcome.error = "; ".join(
+            f"toolchain {c.toolchain} refuses it: {c.reason}" if c.result == "refused" else c.detail
+            for c in checked
+            if c.result == "error" or (c.result == "refused" and c.toolchain == toolchains.DEFAULT)
+        )
+    if state != "supported":
+        return outcome, None, None
     return outcome, pin, output
 
 
@@ -271,19 +399,22 @@ def _previous_output(version: str | None, pinned: dict[str, pins.Pin], progress:
 def update_releases(
     *,
     verify_release: VerifyRelease = verify_release,
+    verify_on: list[Toolchain] | None = None,
     progress: Progress | None = None,
 ) -> Update:
-    """Look at every release newer than the newest pin; pin and lock the supported ones."""
+    """Look at every release newer than the newest pin, verify each on the toolchains of
+    ``verify_on`` (default: all of them); pin and lock the supported ones."""
     from patcher.ci import check
     from patcher.series.contract import series_digest
 
+    verify_on = select_toolchains() if verify_on is None else list(verify_on)
     say = progress or (lambda message: None)
     lock_file = lockfile.lock_path()
     lock = lockfile.read_lock(lock_file)  # refuse early, before any download, without a lock
     pinned = pins.load_pins()
     newest = next(reversed(pinned), None)
     wanted, skipped = new_releases(newest)
-    run = Update(newest, skipped=skipped)
+    run = Update(newest, skipped=skipped, toolchains=[t.name for t in verify_on])
     for s in skipped:
         say(f"skipping transformers {s.version}: {s.reason}")
     previous = _previous_output(newest, pinned, say) if wanted else None
@@ -293,6 +424,7 @@ def update_releases(
         outcome, pin, output = look_at(
             version,
             verify_release=verify_release,
+            verify_on=verify_on,
             previous=previous,
             progress=lambda message, tag=tag: say(f"{tag}: {message}"),
         )
@@ -327,7 +459,7 @@ def render_text(run: Update) -> str:
         return f"update: nothing new: {where} and the index lists no newer release to pin{skipped_note}\n"
     lines.append(
         f"update: {len(run.outcomes)} new release{'s' if len(run.outcomes) != 1 else ''} "
-        f"after {run.newest_pin or 'none'}{skipped_note}"
+        f"after {run.newest_pin or 'none'}; toolchains: {', '.join(run.toolchains)}{skipped_note}"
     )
     width = max(len(o.version) for o in run.outcomes)
     for o in run.outcomes:
@@ -342,6 +474,7 @@ def render_text(run: Update) -> str:
         lines.append(f"{o.version:<{width}}  {WORDS[o.state]:<18}  {what}")
         if o.drift_report:
             lines += [f"    {line}" for line in o.drift_report.splitlines()]
+        lines += [f"    {c.toolchain} refuses it: {c.reason}" for c in o.refused_by]
     n = run.counts()
     lines.append(
         f"update: {n['supported']} supported, {n['drift']} drift, {n['failed']} fail verification, "
@@ -357,9 +490,17 @@ locked), drift (a codemod met a shape it does not know), fails verification, or 
 could not be fetched or its environment built).  Only supported releases are pinned and
 locked.  Pre-releases and yanked releases are skipped.
 
+Verification runs on every toolchain (current, then vacc; --toolchain restricts them, and
+current is always one).  A toolchain that refuses a release (its own transformers cannot
+run there) is reported with the reason and is not a failure; a release is supported when
+it passes on current and on every other toolchain that accepts it.  It fails verification
+when it fails on any toolchain (the report names it); it is an error when an environment
+cannot be built or current refuses it.
+
 exit codes: 0 nothing new, or every new release supported; 1 internal error; 2 bad usage or
-input (no lock); 3 a new release drifts; 4 a new release could not be fetched or its
-environment built (or the index cannot be listed); 6 a new release fails verification.
+input (no lock); 3 a new release drifts; 4 a new release could not be fetched, an
+environment could not be built or current refuses it (or the index cannot be listed);
+6 a new release fails verification on some toolchain.
 With several states the code of the worst is used: 6, then 3, then 4.
 """
 
@@ -367,7 +508,8 @@ With several states the code of the worst is used: 6, then 3, then 4.
 def cmd_update(args: argparse.Namespace) -> int:
     from patcher.progress import say
 
-    run = update_releases(verify_release=verify_release, progress=say)
+    verify_on = select_toolchains(args.toolchain)
+    run = update_releases(verify_release=verify_release, verify_on=verify_on, progress=say)
     if args.json:
         print(json.dumps(run.as_dict(), indent=2))
     else:
@@ -384,8 +526,19 @@ def register(command) -> None:
     )
     p.epilog = EPILOG
     p.add_argument(
+        "--toolchain",
+        action="append",
+        choices=list(toolchains.TOOLCHAINS),
+        metavar="NAME",
+        help=f"verify on this toolchain ({', '.join(toolchains.TOOLCHAINS)}); repeat for several; "
+        f"default: all of them; {toolchains.DEFAULT} must be one (`--toolchain {toolchains.DEFAULT}` alone "
+        "skips the vendor's)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
-        help="print JSON: {format, newest_pin, releases: [{version, state, detail, pinned, locked, "
-        "drift_report, failed_checks, verify, ...}], skipped: [{version, reason}], counts, exit_code}",
+        help="print JSON: {format, newest_pin, toolchains, releases: [{version, state, detail, pinned, "
+        "locked, drift_report, failed_checks, verify, toolchains: [{toolchain, result, detail, reason, "
+        "failed_checks, verify}], refused_by: [{toolchain, reason}], ...}], skipped: [{version, reason}], "
+        "counts, exit_code}",
     )
