@@ -379,4 +379,4 @@ def test_the_update_workflow_caches_the_vacc_base_under_its_own_name(tmp_path):
         f"name={toolchains.VACC.base_name}",
     ]
     # the current toolchain's base takes torch's CPU wheel on a runner
-    assert load(UPDATE)["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert load(UPDATE)["env"]["PIP_EXTRA_INDEX_URL"] == envs.CPU_TORCH_INDEX

@@ -346,8 +346,11 @@ def test_torch_guard_accepts_a_cpu_or_local_wheel(tmp_path):
 
 def test_torch_guard_refuses_the_cuda_wheel(tmp_path):
     python = pip_reporting(tmp_path, "https://files.example.org/torch-2.13.0-cp311-manylinux.whl", "2.13.0")
-    with pytest.raises(envs.EnvError, match="not a CPU build"):
+    with pytest.raises(envs.EnvError, match="not a CPU build") as raised:
         envs._check_torch_wheel(python)
+    # the line says what to do, with the index to set
+    assert "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in str(raised.value)
+    assert len(str(raised.value).splitlines()) == 1
 
 
 def test_torch_guard_reports_when_pip_finds_nothing(tmp_path):

@@ -76,9 +76,6 @@ WORDS = {
     "error": "error",
 }
 
-#: What one toolchain made of one release (``Checked.result``).
-RESULTS = ("passed", "failed", "refused", "error")
-
 __all__ = [
     "EXIT_CODES",
     "Checked",

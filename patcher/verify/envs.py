@@ -315,6 +315,10 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+#: Where PyTorch publishes its CPU wheels (named in the error when pip would take a CUDA one).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
 def _check_torch_wheel(python: str, requirement: str = BASE_REQUIREMENTS[0]) -> None:
     """Refuse to build unless pip would take a CPU or local torch wheel.
 
@@ -332,8 +336,9 @@ def _check_torch_wheel(python: str, requirement: str = BASE_REQUIREMENTS[0]) -> 
         raise EnvError(f"no {requirement} wheel: {lines[-1] if lines else 'pip found none'}") from None
     if not (version.endswith("+cpu") or url.startswith("file:")):
         raise EnvError(
-            f"pip would download torch {version} from {url}, not a CPU build; point pip at a CPU "
-            "torch wheel (PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL) and retry"
+            f"pip would download torch {version} from {url}, not a CPU build; point pip at "
+            f"torch's CPU wheels and retry: PIP_EXTRA_INDEX_URL={CPU_TORCH_INDEX} (or PIP_FIND_LINKS "
+            "to a directory holding the wheel)"
         )
 
 
