@@ -479,6 +479,9 @@ def test_toolchain_current_alone_leaves_vacc_out(index, checks, capsys):
 # --- verify: the real verification --------------------------------------------------------------
 
 
+_INDEX = pypi.pypi_releases  # the real one, whatever a test puts in its place
+
+
 def as_if_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newest: str, new: str) -> Path:
     """A pins dir whose newest pin is ``newest`` (its committed pin and lock entry), and the
     real index cut at ``new``: ``new`` looks like the one new release."""
@@ -489,7 +492,7 @@ def as_if_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newest: str, new:
     lockfile.write_lock(Lock({newest: locked.releases[newest]}, locked.series_digest), folder / "lock.json")
     monkeypatch.setenv("PATCHER_PINS_DIR", str(folder))
     monkeypatch.setattr(pypi, "_releases_memo", None)
-    real = pypi.pypi_releases()
+    real = _INDEX()
     cut = {v: r for v, r in real.items() if pypi.is_final(v) and Version(v) <= Version(new)}
     monkeypatch.setattr(pypi, "pypi_releases", lambda: cut)
     return folder
