@@ -18,7 +18,9 @@ from patcher.upstream.fetch import Upstream
 
 
 def default_out_dir(upstream: Upstream) -> Path:
-    return Path("build") / f"transformers-{upstream.version or 'local'}"
+    """``build/transformers-<version>/`` (gemma), ``build/<model>/transformers-<version>/`` (others)."""
+    base = Path("build") if not upstream.family.pins_subdir else Path("build") / upstream.family.name
+    return base / f"transformers-{upstream.version or 'local'}"
 
 
 #: sha256 of the ``quantization_vacc.py`` files patcher shipped before the companion carried

@@ -20,32 +20,44 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
+from patcher.upstream.families import CANONICAL, FAMILIES, Family, family
 from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice
 
 
 # -- the series ------------------------------------------------------------------------------
-def load_series(directory: Path = PATCHES_DIR) -> list[type[VaccCodemod]]:
-    """The codemod classes named in ``series``, in order.
+def load_series(directory: Path = PATCHES_DIR, model: Family | str | None = None) -> list[type[VaccCodemod]]:
+    """The codemod classes named in the family's series file (``series`` for gemma,
+    ``series-mistral``, ...), in order.
 
-    Like quilt, the series file is the one list of what runs: a codemod module missing
-    from it, or a name listed twice, is an error rather than a silent surprise.
+    Like quilt, the series file is the one list of what runs: a name listed twice is an
+    error, and so is a codemod module that no family's series names.
     """
-    lines = (directory / "series").read_text(encoding="utf-8").splitlines()
-    order = [line.split("#", 1)[0].strip() for line in lines]
-    order = [name for name in order if name]
-    seen: set[str] = set()
-    for name in order:
-        if name in seen:
-            raise PatcherError(f"patches/series lists {name!r} twice; keep one line per codemod")
-        seen.add(name)
+    fam = family(model)
+    order = _series_names(directory, fam.series)
+    seen: set[str] = set(order)
+    for other in FAMILIES.values():
+        if other is not fam and (directory / other.series).exists():
+            seen |= set(_series_names(directory, other.series))
     modules = {p.stem.replace("_", "-") for p in directory.glob("*.py") if not p.stem.startswith("_")}
     missing = sorted(modules - seen)
     if missing:
         raise PatcherError(f"patches/{missing[0].replace('-', '_')}.py is not in patches/series; add it")
     series_digest(directory)  # the key of what is imported now, before it can change on disk
     return [_codemod_class(name, directory) for name in order]
+
+
+def _series_names(directory: Path, file: str) -> list[str]:
+    lines = (directory / file).read_text(encoding="utf-8").splitlines()
+    order = [line.split("#", 1)[0].strip() for line in lines]
+    order = [name for name in order if name]
+    seen: set[str] = set()
+    for name in order:
+        if name in seen:
+            raise PatcherError(f"patches/{file} lists {name!r} twice; keep one line per codemod")
+        seen.add(name)
+    return order
 
 
 def _codemod_class(name: str, directory: Path) -> type[VaccCodemod]:
@@ -94,14 +106,24 @@ def run(
     file: str = MODELING,
     notice: str | None = None,
     keep_steps: bool = False,
+    model: Family | str | None = None,
 ) -> Result:
     """Apply the codemods meant for ``file`` to ``source``.
+
+    ``file`` is the family's name for it (``modeling_mistral.py`` with ``model="mistral"``);
+    the codemods see another family's upstream under the canonical names (see
+    :mod:`patcher.upstream.families`) and their output gets the family's names back.
 
     Raises ``DriftError`` naming every drifting codemod, with file:line of the upstream
     unit where each one looked, and produces nothing in that case.  A source whose lines all
     end in CRLF gives an output whose lines all end in CRLF; any other mix gives LF (the
     series itself runs on LF, the way Python reads any source).
     """
+    fam = family(model)
+    if fam is not CANONICAL:
+        from patcher.series.aliasing import run_as_canonical
+
+        return run_as_canonical(run, fam, source, codemods, file=file, notice=notice, keep_steps=keep_steps)
     source, newline = split_newlines(source)
     try:
         result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)

@@ -12,9 +12,6 @@ from patcher.series import engine
 from patcher.series.contract import (
     COMPANION_DIR,
     COMPANIONS,
-    CONFIGURATION,
-    MODELING,
-    OUTPUT_NAMES,
     Output,
     Report,
 )
@@ -28,34 +25,35 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
 
     Raises ``DriftError`` naming every drifting codemod of both files.
     """
-    full = engine.load_series()
+    fam = upstream.family
+    full = engine.load_series(model=fam)
     series = series if series is not None else full
     selection = [c.NAME for c in series] if [c.NAME for c in series] != [c.NAME for c in full] else None
     files: dict[str, str] = {}
     reports: list[Report] = []
     drift: list[str] = []
     sources = {
-        MODELING: (upstream.modeling, upstream.modeling_sha256),
-        CONFIGURATION: (upstream.configuration, upstream.configuration_sha256),
+        fam.modeling: (upstream.modeling, upstream.modeling_sha256),
+        fam.configuration: (upstream.configuration, upstream.configuration_sha256),
     }
     for file, (source, _) in sources.items():  # refuse a missing file before running anything
-        if source is None and any(c.FILE == file for c in series):
+        if source is None and any(c.FILE == fam.to_canonical(file) for c in series):
             raise UsageError(
                 f"no {file} given and none beside --upstream {local_path(upstream)}; "
                 "pass --config-upstream FILE as well"
             )
     for file, (source, sha) in sources.items():
-        names = [c.NAME for c in series if c.FILE == file]
+        names = [c.NAME for c in series if c.FILE == fam.to_canonical(file)]
         if not names:  # a --codemod selection that leaves this file alone: not written
             continue
         try:
             result = engine.run(
-                source, series, file=file, notice=notice(upstream, file, sha, names, selection)
+                source, series, file=file, notice=notice(upstream, file, sha, names, selection), model=fam
             )
         except DriftError as exc:
             drift.append(str(exc))
             continue
-        files[OUTPUT_NAMES[file]] = result.code
+        files[fam.output_names[file]] = result.code
         reports += result.reports
     if drift:
         raise DriftError("\n".join(drift))

@@ -32,6 +32,8 @@ def output_key(upstream: Upstream, codemods: list[str] | None) -> str:
         "modeling": upstream.modeling_sha256,
         "configuration": upstream.configuration_sha256,
     }
+    if upstream.model != "gemma":  # gemma's keys stay what they were
+        parts["model"] = upstream.model
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,6 +108,6 @@ def generate_cached(upstream: Upstream, codemods: list[str] | None = None) -> Ou
         from patcher.series import engine
         from patcher.series.generate import generate
 
-        output = generate(upstream, engine.select(engine.load_series(), codemods))
+        output = generate(upstream, engine.select(engine.load_series(model=upstream.model), codemods))
         cache.put(key, output)
     return output
