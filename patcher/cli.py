@@ -20,7 +20,6 @@ from patcher import __version__
 from patcher.deploy.write import default_out_dir, write_output
 from patcher.errors import PatcherError, UsageError
 from patcher.progress import say
-from patcher.series.contract import CONFIGURATION, MODELING
 from patcher.series.reuse import generate_cached
 from patcher.upstream import pins, versions
 from patcher.upstream.families import FAMILIES

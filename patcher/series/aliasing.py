@@ -21,7 +21,9 @@ from patcher.upstream.families import CANONICAL, Family
 PLACEHOLDER = f"{NOTICE_MARK} @@notice@@"
 
 
-def run_as_canonical(run: Callable, fam: Family, source: str, codemods: list, *, file: str, notice, keep_steps):
+def run_as_canonical(
+    run: Callable, fam: Family, source: str, codemods: list, *, file: str, notice, keep_steps
+):
     """``engine.run`` (passed as ``run``) on ``source`` of family ``fam``, in canonical names."""
     check(fam, source, file)
     canonical_file = fam.to_canonical(file)

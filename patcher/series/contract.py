@@ -31,6 +31,8 @@ OUTPUT_FILES = (*(n for f in FAMILIES.values() for n in f.output_names.values())
 def output_files(fam: Family) -> tuple[str, ...]:
     """The files one output of family ``fam`` consists of."""
     return (*fam.output_names.values(), *COMPANIONS)
+
+
 NOTICE_MARK = patches.NOTICE_MARK
 _NOTICE_RELEASE = re.compile(r"^" + re.escape(NOTICE_MARK) + r" from transformers (\S+);", re.M)
 

@@ -226,8 +226,8 @@ def _unpinned_installed(version: str, package: Path, fam: Family) -> str:
             f"pinned; pass its files with --upstream {files}, or install a pinned final release"
         )
     return (
-        f"installed transformers {version} (at {package}) is not pinned; run `patcher pin{fam.option} {version}` "
-        "first, or pass its files with --upstream"
+        f"installed transformers {version} (at {package}) is not pinned; "
+        f"run `patcher pin{fam.option} {version}` first, or pass its files with --upstream"
     )
 
 
