@@ -74,7 +74,7 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 from patches._generic_heads import GENERIC_HEADS
 from patches._heads import HEADS, OPTIONAL_HEADS
-from patches._model_forward import ModelForward
+from patches._model_forward import SLIDING_WINDOW_BUILDER, ModelForward
 
 _SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
@@ -112,6 +112,9 @@ class MaskGeneration(VaccCodemod):
         "head-cache-keyword": "a head's forward taking the cache as `cache` (5.24+): renamed past_key_values",
         "head-tuple-cache": "a head's forward without cache_position or logits_to_keep",
         "generic-head": "a head inheriting __init__/forward from a Generic…ForXxx class (4.54+)",
+        "unscaled-embedding": "no embedding normaliser, in a family whose upstream has none (Mistral)",
+        "sliding-window-mask": "forward choosing create_causal_mask or create_sliding_window_causal_mask by "
+        "config.sliding_window (Mistral 4.53+): the choice dropped, the mask plain causal",
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -144,6 +147,8 @@ class MaskGeneration(VaccCodemod):
             self.met("position-embeddings" if "self.rotary_emb" in called else "dynamic-cache")
         elif "create_causal_mask" in called:
             self.met("create-causal-mask")
+        elif SLIDING_WINDOW_BUILDER in called and self.trait("sliding_window"):
+            self.met("sliding-window-mask")
         else:
             raise self.drift(
                 "GemmaModel.forward",
@@ -158,7 +163,15 @@ class MaskGeneration(VaccCodemod):
                 "not a GradientCheckpointingLayer: unknown gradient checkpointing form",
             )
         if not any(r.known("hidden_states = hidden_states * normalizer")(x) for x in s.fn_body(forward)):
-            if not _embedding_is_scaled(cls):
+            if not self.trait("embedding_normaliser"):
+                if _embedding_is_scaled(cls) or _scales_embedding(forward):
+                    raise self.drift(
+                        "GemmaModel.forward",
+                        "the embedding is scaled, but this family's upstream does not scale it "
+                        "(families.Traits.embedding_normaliser): a change to check",
+                    )
+                self.met("unscaled-embedding")
+            elif not _embedding_is_scaled(cls):
                 if not _scales_embedding(forward):
                     raise self.drift(
                         "GemmaModel.forward",

@@ -34,6 +34,7 @@ def run_as_canonical(
             file=canonical_file,
             notice=PLACEHOLDER if notice else None,
             keep_steps=keep_steps,
+            traits=fam.traits,
         )
     except DriftError as exc:
         raise DriftError(fam.from_canonical(str(exc))) from None

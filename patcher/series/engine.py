@@ -107,6 +107,7 @@ def run(
     notice: str | None = None,
     keep_steps: bool = False,
     model: Family | str | None = None,
+    traits: object | None = None,
 ) -> Result:
     """Apply the codemods meant for ``file`` to ``source``.
 
@@ -126,7 +127,7 @@ def run(
         return run_as_canonical(run, fam, source, codemods, file=file, notice=notice, keep_steps=keep_steps)
     source, newline = split_newlines(source)
     try:
-        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)
+        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
     except RecursionError:
         raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
     if newline != "\n":
@@ -146,7 +147,13 @@ def split_newlines(source: str) -> tuple[str, str]:
 
 
 def _run(
-    source: str, codemods: list[type[VaccCodemod]], *, file: str, notice: str | None, keep_steps: bool
+    source: str,
+    codemods: list[type[VaccCodemod]],
+    *,
+    file: str,
+    notice: str | None,
+    keep_steps: bool,
+    traits: object | None = None,
 ) -> Result:
     try:
         original = cst.parse_module(source)
@@ -154,6 +161,7 @@ def _run(
         raise PatcherError(f"{file} does not parse as Python: {exc.message} (line {exc.raw_line})") from None
     context = CodemodContext(filename=file, full_module_name=f"{_shapes.PACKAGE}.{Path(file).stem}")
     context.scratch["notice"] = notice
+    context.scratch["traits"] = traits  # the family's (None: the canonical family's)
     module = original
     reports: list[Report] = []
     drifts: list[Drift] = []
