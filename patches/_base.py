@@ -28,7 +28,6 @@ from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
 
 from patches import _layout
 
-
 #: The traits of the family the codemods' names are Gemma's (patcher.upstream.families.GEMMA).
 CANONICAL_TRAITS = {"embedding_normaliser": True, "sliding_window": False}
 
