@@ -167,6 +167,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+#: Commands that do not take another family yet (``--model`` other than gemma is refused).
+GEMMA_ONLY = frozenset({"matrix", "check", "lock", "review", "update"})
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a usage mistake reported as one line (SPEC §9), still exit code 2."""
 
@@ -258,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "model", "gemma") != "gemma" and args.command in GEMMA_ONLY:
+            raise UsageError(
+                f"`patcher {args.command}` covers the gemma family only so far; "
+                f"--model {args.model} works with apply, diff, list, pin, install and verify"
+            )
         return args.func(args)
     except PatcherError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]
