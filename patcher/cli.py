@@ -168,7 +168,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 #: Commands that do not take another family yet (``--model`` other than gemma is refused).
-GEMMA_ONLY = frozenset({"matrix", "check", "lock", "review", "update"})
+GEMMA_ONLY = frozenset({"update"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "model", "gemma") != "gemma" and args.command in GEMMA_ONLY:
             raise UsageError(
                 f"`patcher {args.command}` covers the gemma family only so far; "
-                f"--model {args.model} works with apply, diff, list, pin, install and verify"
+                f"--model {args.model} works with every other command"
             )
         return args.func(args)
     except PatcherError as exc:

@@ -94,9 +94,10 @@ def drifting_codemods(error: Exception | str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_DRIFT_LINE.findall(str(error))))
 
 
-def lock_path(directory: Path | None = None) -> Path:
-    """``lock.json`` beside the pins (``$PATCHER_PINS_DIR`` or ``upstream_pins/``)."""
-    return pins_dir(directory) / LOCK_NAME
+def lock_path(directory: Path | None = None, model: str | None = None) -> Path:
+    """``lock.json`` beside the pins (``$PATCHER_PINS_DIR`` or ``upstream_pins/``; another
+    family's beside its pins, ``upstream_pins/mistral/lock.json``)."""
+    return pins_dir(directory, model) / LOCK_NAME
 
 
 def _bad(path: Path, why: str) -> UsageError:
