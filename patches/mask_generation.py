@@ -163,23 +163,18 @@ class MaskGeneration(VaccCodemod):
                 "not a GradientCheckpointingLayer: unknown gradient checkpointing form",
             )
         if not any(r.known("hidden_states = hidden_states * normalizer")(x) for x in s.fn_body(forward)):
-            if not self.trait("embedding_normaliser"):
-                if _embedding_is_scaled(cls) or _scales_embedding(forward):
-                    raise self.drift(
-                        "GemmaModel.forward",
-                        "the embedding is scaled, but this family's upstream does not scale it "
-                        "(families.Traits.embedding_normaliser): a change to check",
-                    )
-                self.met("unscaled-embedding")
-            elif not _embedding_is_scaled(cls):
-                if not _scales_embedding(forward):
-                    raise self.drift(
-                        "GemmaModel.forward",
-                        "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
-                        "and embed_tokens is no scaled embedding",
-                    )
-            else:
+            if _embedding_is_scaled(cls):
                 self.met("scaled-embedding")
+            elif _scales_embedding(forward):
+                pass  # 4.38: a bare float factor, carried as it is
+            elif self.trait("embedding_normaliser"):
+                raise self.drift(
+                    "GemmaModel.forward",
+                    "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
+                    "and embed_tokens is no scaled embedding",
+                )
+            else:  # a family whose upstream has no normaliser (Mistral)
+                self.met("unscaled-embedding")
         translation = ModelForward(self, forward, module, _layers_checkpoint_themselves(module))
         body = s.class_body(cls)
         body[k] = translation.translate()

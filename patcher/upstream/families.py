@@ -34,7 +34,7 @@ class Traits:
     * ``embedding_normaliser``: upstream scales the embeddings by ``sqrt(hidden_size)``
       (Gemma's normaliser, or a scaled embedding module): the vacc forward must keep it, and
       a ``<Prefix>Model.forward`` without it is drift.  A family without it (Mistral) has no
-      such statement, and one appearing would be drift too.
+      such statement; one appearing there is carried, as any upstream statement is.
     * ``sliding_window``: upstream may mask attention to a sliding window.  The vacc form
       does not use it (the vendor's decision: its mask is plain causal), so the codemods
       drop upstream's sliding-window mask selection by a named rule, and verification
