@@ -28,7 +28,8 @@ from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
 
 from patches import _layout
 
-#: The traits of the family the codemods' names are Gemma's (patcher.upstream.families.GEMMA).
+#: The traits of the canonical family, Gemma, whose names the codemods are written in (the same as
+#: ``patcher.upstream.families.GEMMA.traits``; patches/ imports nothing of patcher's).
 CANONICAL_TRAITS = {"embedding_normaliser": True, "sliding_window": False}
 
 

@@ -69,6 +69,14 @@ def test_a_gemma_file_given_as_mistral_is_refused() -> None:
         engine.run(gemma, MISTRAL_SERIES, file=MISTRAL.modeling, model=MISTRAL)
 
 
+def test_codemods_default_to_the_canonical_familys_traits() -> None:
+    from dataclasses import asdict
+
+    from patches._base import CANONICAL_TRAITS
+
+    assert CANONICAL_TRAITS == asdict(GEMMA.traits)
+
+
 def test_unknown_family() -> None:
     with pytest.raises(ValueError, match="unknown model family 'llama'"):
         family("llama")
