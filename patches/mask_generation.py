@@ -30,6 +30,14 @@ Shapes recognised:
   (documentation decorators are kept); the cache argument may be named ``cache`` (5.24+);
 * ``scaled-embedding`` — no normaliser in the forward because ``embed_tokens`` is a scaled
   embedding class (5.x): nothing to carry over;
+* ``unscaled-embedding`` — no normaliser and no scaled embedding, in a family whose upstream
+  has none (Mistral; ``families.Traits.embedding_normaliser``): nothing to carry over.  For
+  Gemma the same absence is drift;
+* ``sliding-window-mask`` — the mask built by ``mask_function = create_causal_mask if
+  self.config.sliding_window is None else create_sliding_window_causal_mask`` then
+  ``causal_mask = mask_function(...)`` (Mistral 4.53+, a family with the ``sliding_window``
+  trait): the choice is dropped by the rule ``sliding-window`` and the mask is the vacc one,
+  plain causal (the vendor does not use the sliding window); drift for Gemma;
 * ``tuple-cache`` — forward already calling ``self._prepare_decoder_attention_mask`` with no
   ``cache_position`` (this codemod's output);
 * ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to

@@ -20,7 +20,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
-from patcher.upstream.families import CANONICAL, FAMILIES, Family, family
+from patcher.upstream.families import CANONICAL, Family, family
 from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice
@@ -31,19 +31,17 @@ def load_series(directory: Path = PATCHES_DIR, model: Family | str | None = None
     """The codemod classes named in the family's series file (``series`` for gemma,
     ``series-mistral``, ...), in order.
 
-    Like quilt, the series file is the one list of what runs: a name listed twice is an
-    error, and so is a codemod module that no family's series names.
+    Like quilt, the series file is the one list of what runs: a codemod module missing
+    from it, or a name listed twice, is an error rather than a silent surprise (every codemod
+    serves every family so far; a family-only codemod would relax this).
     """
     fam = family(model)
     order = _series_names(directory, fam.series)
-    seen: set[str] = set(order)
-    for other in FAMILIES.values():
-        if other is not fam and (directory / other.series).exists():
-            seen |= set(_series_names(directory, other.series))
     modules = {p.stem.replace("_", "-") for p in directory.glob("*.py") if not p.stem.startswith("_")}
-    missing = sorted(modules - seen)
+    missing = sorted(modules - set(order))
     if missing:
-        raise PatcherError(f"patches/{missing[0].replace('-', '_')}.py is not in patches/series; add it")
+        module = missing[0].replace("-", "_")
+        raise PatcherError(f"patches/{module}.py is not in patches/{fam.series}; add it")
     series_digest(directory)  # the key of what is imported now, before it can change on disk
     return [_codemod_class(name, directory) for name in order]
 
