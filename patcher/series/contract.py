@@ -24,8 +24,9 @@ MODELING = "modeling_gemma.py"
 CONFIGURATION = "configuration_gemma.py"
 OUTPUT_NAMES = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuration_gemma_vacc.py"}
 COMPANIONS = ("quantization_vacc.py",)
+OUTPUT_FILES = (*OUTPUT_NAMES.values(), *COMPANIONS)
 #: Every file patcher writes, for any family (how it recognises its own files).
-OUTPUT_FILES = (*(n for f in FAMILIES.values() for n in f.output_names.values()), *COMPANIONS)
+ALL_OUTPUT_FILES = (*(n for f in FAMILIES.values() for n in f.output_names.values()), *COMPANIONS)
 
 
 def output_files(fam: Family) -> tuple[str, ...]:
@@ -67,7 +68,7 @@ class Output:
 
 
 #: patcher's own modules that shape an output (the runner, the notice), beside this one.
-RUNNER = ("contract.py", "engine.py", "notice.py", "generate.py", "reuse.py")
+RUNNER = ("contract.py", "engine.py", "aliasing.py", "notice.py", "generate.py", "reuse.py")
 
 
 #: directory -> (series digest, output digest), taken once per process: the code that runs is

@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from patcher.errors import UsageError
-from patcher.series.contract import OUTPUT_FILES
+from patcher.series.contract import ALL_OUTPUT_FILES
 from patcher.upstream.cache import is_sha256
 from patcher.upstream.pins import pins_dir, write_text_atomically
 from patcher.upstream.versions import check_release
@@ -132,7 +132,7 @@ def _entry_problem(version: object, raw: object) -> str | None:
     if not isinstance(outputs, dict) or not isinstance(codemods, dict):
         return "has outputs or codemods that are not objects"
     for name, digest in outputs.items():
-        if name not in OUTPUT_FILES:
+        if name not in ALL_OUTPUT_FILES:
             return f"names an output {_shown(name)} patcher does not write"
         if not is_sha256(digest):
             return f"has {_shown(digest)} for {name}, not a sha256"

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from patcher.errors import PatcherError
-from patcher.series.contract import OUTPUT_FILES, Output, Report, output_digest
+from patcher.series.contract import ALL_OUTPUT_FILES, Output, Report, output_digest
 from patcher.upstream.cache import BlobCache, cache_root, is_sha256
 from patcher.upstream.fetch import Upstream
 
@@ -92,7 +92,7 @@ def _valid_record(record: object, key: str) -> bool:
         isinstance(record, dict)
         and record.get("key") == key
         and isinstance(record.get("files"), dict)
-        and all(name in OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
+        and all(name in ALL_OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
         and isinstance(record.get("reports"), list)
     )
 

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from patcher.errors import UsageError
-from patcher.series.contract import output_files
+from patcher.series.contract import OUTPUT_FILES, output_files  # noqa: F401 (OUTPUT_FILES: re-exported)
 from patcher.upstream.families import family
 from patcher.verify import toolchains
 from patcher.verify.envs import Env, Progress, ensure_env, installed_versions, moved_pins
