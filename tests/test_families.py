@@ -276,3 +276,14 @@ def test_sampled_mistral_mutants_are_refused_or_carried(
     outcomes = mutants.classify_all(sample, MISTRAL_SERIES)
     failed = sum(o.status in mutants.FAILURES for o in outcomes)
     assert failed == 0, mutants.failure_message(outcomes)
+
+
+def test_a_mistral_file_without_model_mistral_says_which_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "modeling_mistral.py"
+    local.write_text(upstream("5.0.0").modeling, encoding="utf-8")
+    assert main(["apply", "--upstream", str(local), "--out", str(tmp_path / "o")]) == 2
+    assert "defines MistralPreTrainedModel, not GemmaPreTrainedModel" in capsys.readouterr().err
+    assert main(["apply", "--model", "mistral", "--upstream", str(local), "--out", str(tmp_path / "m")]) == 2
+    assert "configuration_mistral.py" in capsys.readouterr().err  # the right family: its config is asked for

@@ -16,6 +16,7 @@ from patcher.series.contract import (
     Report,
 )
 from patcher.series.notice import local_path, notice
+from patcher.upstream.families import FAMILIES
 from patcher.upstream.fetch import Upstream
 from patches._base import VaccCodemod
 
@@ -36,6 +37,14 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
         fam.modeling: (upstream.modeling, upstream.modeling_sha256),
         fam.configuration: (upstream.configuration, upstream.configuration_sha256),
     }
+    prefix = fam.prefix_of(upstream.modeling or "")
+    if prefix is not None and prefix != fam.prefix:  # another family's file: say which option
+        known = {f.prefix: f.name for f in FAMILIES.values()}
+        hint = f"--model {known[prefix]}" if prefix in known else "a --model that serves it"
+        raise UsageError(
+            f"the upstream {fam.modeling} defines {prefix}PreTrainedModel, not {fam.prefix}PreTrainedModel: "
+            f"it is not a {fam.name} file; use {hint}"
+        )
     for file, (source, _) in sources.items():  # refuse a missing file before running anything
         if source is None and any(c.FILE == fam.to_canonical(file) for c in series):
             raise UsageError(
