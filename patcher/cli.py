@@ -20,10 +20,10 @@ from patcher import __version__
 from patcher.deploy.write import default_out_dir, write_output
 from patcher.errors import PatcherError, UsageError
 from patcher.progress import say
-from patcher.series.contract import CONFIGURATION, MODELING
 from patcher.series.reuse import generate_cached
 from patcher.upstream import pins, versions
-from patcher.upstream.resolve import upstream_for
+from patcher.upstream.families import FAMILIES
+from patcher.upstream.resolve import family_of, upstream_for
 
 # The engine (libcst) is imported inside the commands that run it: `apply` on a cached
 # output, `pin` and `--help` never pay for it.
@@ -54,8 +54,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     "release": up.version,
                     "origin": up.origin,
                     "upstream": {
-                        "modeling_gemma.py": up.modeling_sha256,
-                        "configuration_gemma.py": up.configuration_sha256,
+                        up.family.modeling: up.modeling_sha256,
+                        up.family.configuration: up.configuration_sha256,
                     },
                     "out": str(out_dir),
                     "files": output.digests(),
@@ -86,17 +86,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from patcher.series import diffing, engine
     from patcher.series.notice import notice
 
-    up = upstream_for(args.transformers)
-    series = engine.load_series()
+    up = upstream_for(args.transformers, args=args)
+    fam = up.family
+    series = engine.load_series(model=fam)
     if args.codemod:
         engine.select(series, [args.codemod])  # validates the name
     diffs = []
     for file, source, sha in (
-        (MODELING, up.modeling, up.modeling_sha256),
-        (CONFIGURATION, up.configuration, up.configuration_sha256),
+        (fam.modeling, up.modeling, up.modeling_sha256),
+        (fam.configuration, up.configuration, up.configuration_sha256),
     ):
-        names = [c.NAME for c in series if c.FILE == file]
-        diffs.append(diffing.attributed_diff(source, series, file=file, notice=notice(up, file, sha, names)))
+        names = [c.NAME for c in series if c.FILE == fam.to_canonical(file)]
+        diffs.append(
+            diffing.attributed_diff(source, series, file=file, notice=notice(up, file, sha, names), model=fam)
+        )
     if args.stat:
         rows = diffing.stat(diffs, [c.NAME for c in series], args.codemod)
         width = max(len(r.name) for r in rows) if rows else 0
@@ -110,7 +113,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from patcher.series import engine
 
-    series = engine.load_series()
+    fam = family_of(args.model)
+    series = engine.load_series(model=fam)
     if args.json:
         print(
             json.dumps(
@@ -119,8 +123,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                         {
                             "name": c.NAME,
                             "description": c.DESCRIPTION,
-                            "targets": list(c.TARGETS),
-                            "file": c.FILE,
+                            "targets": [fam.from_canonical(t) for t in c.TARGETS],
+                            "file": fam.from_canonical(c.FILE),
                             "shapes": list(c.SHAPES),
                         }
                         for c in series
@@ -133,7 +137,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(c.NAME) for c in series)
     for i, c in enumerate(series, 1):
         print(f"{i:>2}. {c.NAME:<{width}}  {c.DESCRIPTION}")
-        print(f"    {'':<{width}}  targets: {', '.join(c.TARGETS)}")
+        print(f"    {'':<{width}}  targets: {fam.from_canonical(', '.join(c.TARGETS))}")
     return 0
 
 
@@ -141,11 +145,12 @@ def cmd_pin(args: argparse.Namespace) -> int:
     if args.latest == bool(args.versions):
         raise UsageError("give release versions to pin, or --latest (not both)")
     wanted = [pins.latest_release()] if args.latest else [versions.check_release(v) for v in args.versions]
-    pins.check_writable()  # before any download
+    fam = family_of(args.model)
+    pins.check_writable(model=fam)  # before any download
     for version in wanted:
         say(f"pinning transformers {version} ...")
-        pin = pins.pin_release(version)
-        print(f"pinned {pin.version}: {pin.wheel} modeling_gemma.py {pin.files['modeling_gemma.py'][:12]}…")
+        pin = pins.pin_release(version, model=fam)
+        print(f"pinned {pin.version}: {pin.wheel} {fam.modeling} {pin.files[fam.modeling][:12]}…")
     return 0
 
 
@@ -160,6 +165,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patcher.ci.review",
     "patcher.ci.update",
 )
+
+
+#: Commands that do not take another family yet (``--model`` other than gemma is refused).
+GEMMA_ONLY = frozenset({"update"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=func)
+        p.add_argument(
+            "--model",
+            choices=sorted(FAMILIES),
+            default="gemma",
+            help="the model family (default: gemma; mistral: modeling_mistral_vacc.py, ...)",
+        )
         return p
 
     p = command("apply", cmd_apply, "write the three vacc files for one release")
@@ -247,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "model", "gemma") != "gemma" and args.command in GEMMA_ONLY:
+            raise UsageError(
+                f"`patcher {args.command}` covers the gemma family only so far; "
+                f"--model {args.model} works with every other command"
+            )
         return args.func(args)
     except PatcherError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]

@@ -28,6 +28,10 @@ from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
 
 from patches import _layout
 
+#: The traits of the canonical family, Gemma, whose names the codemods are written in (the same as
+#: ``patcher.upstream.families.GEMMA.traits``; patches/ imports nothing of patcher's).
+CANONICAL_TRAITS = {"embedding_normaliser": True, "sliding_window": False}
+
 
 @dataclass
 class Drift(Exception):
@@ -96,6 +100,13 @@ class VaccCodemod(VisitorBasedCodemodCommand):
         raise NotImplementedError
 
     # -- helpers for subclasses ----------------------------------------------------------
+    def trait(self, name: str) -> bool:
+        """A trait of the model family being edited (``embedding_normaliser``, ``sliding_window``;
+        see ``patcher.upstream.families.Traits``), as the engine put it in the context; run
+        outside patcher (``python -m libcst.tool codemod``), the canonical family's, Gemma's."""
+        traits = self.context.scratch.get("traits")
+        return bool(getattr(traits, name)) if traits is not None else CANONICAL_TRAITS[name]
+
     def met(self, shape: str) -> None:
         """Record that a target was recognised in ``shape`` (one of ``SHAPES``)."""
         assert shape in self.SHAPES, f"{self.NAME}: unknown shape name {shape!r}"

@@ -208,6 +208,9 @@ _CACHE_BOOKKEEPING = r.known(
     "return_legacy_cache = False",
     "next_cache = None",
     "if return_legacy_cache:\n    next_cache = next_cache.to_legacy_cache()",
+    # Mistral 4.53: refuses the tuple cache, which is the one the vacc model takes
+    "if not isinstance(past_key_values, (type(None), Cache)):\n"
+    '    raise ValueError("The `past_key_values` should be either a `Cache` object or `None`.")',
     *_forms(
         """
         if cache_position is None:
@@ -236,6 +239,13 @@ _DEFAULT_POSITIONS = r.known(
     ),
 )
 _MASK_BUILDERS = {"self._update_causal_mask", "create_causal_mask"}
+#: Mistral (4.53+) picks its mask builder by the sliding window: the vacc mask is plain causal
+#: whatever the window (the vendor's decision), so the choice goes and the mask is ours.
+_SLIDING_WINDOW_CHOICE = r.known(
+    "mask_function = create_causal_mask if self.config.sliding_window is None else "
+    "create_sliding_window_causal_mask"
+)
+SLIDING_WINDOW_BUILDER = "mask_function"
 _MODEL_ROTARY = r.known(
     "position_embeddings = self.rotary_emb(hidden_states, position_ids)",
     "position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)",
@@ -260,6 +270,21 @@ _CHECKPOINT_CALL = m.Call(func=s.self_attr("_gradient_checkpointing_func"))
 _CACHE_FIELD_VALUES = r.known(
     *_forms("{c}", "{c} if use_cache else None"), "next_cache", "next_decoder_cache"
 )
+
+
+def _is_partial_layer_call(node: cst.BaseExpression) -> bool:
+    """``partial(decoder_layer.__call__, **flash_attn_kwargs)`` (or ``**kwargs``): the layer with
+    the forward's own keyword arguments bound, which the vacc layer does not take."""
+    return (
+        isinstance(node, cst.Call)
+        and s.dotted(node.func) == "partial"
+        and len(node.args) == 2
+        and node.args[0].star == ""
+        and node.args[0].keyword is None
+        and s.dotted(node.args[0].value) == "decoder_layer.__call__"
+        and node.args[1].star == "**"
+        and s.dotted(node.args[1].value) in ("kwargs", "flash_attn_kwargs")
+    )
 
 
 def _assigns_call(stmt: cst.CSTNode, names: set[str]) -> cst.Call | None:
@@ -301,6 +326,11 @@ class ModelForward:
             r.Rule("model-output", r.TRANSLATE, "the tuple cache in the output's cache field",
                    self._is_output, self._output),
         ]  # fmt: skip
+        if codemod.trait("sliding_window"):  # a family whose upstream may mask to a window
+            self.account.rules.append(
+                r.Rule("sliding-window", r.DROP, "the vacc mask is plain causal: no sliding window (vendor "
+                       "decision)", _SLIDING_WINDOW_CHOICE)
+            )  # fmt: skip
         self.loop_rules = [
             r.Rule("layer-call", r.TRANSLATE, "the layer called with its tuple cache", self._is_layer_call,
                    self._layer_call),
@@ -418,7 +448,10 @@ class ModelForward:
 
     # -- the mask --------------------------------------------------------------------------------
     def _is_mask(self, stmt: cst.BaseStatement) -> bool:
-        call = _assigns_call(stmt, _MASK_BUILDERS)
+        builders = _MASK_BUILDERS | (
+            {SLIDING_WINDOW_BUILDER} if self.codemod.trait("sliding_window") else set()
+        )
+        call = _assigns_call(stmt, builders)
         return call is not None and _targets(stmt) == {"causal_mask"}
 
     def _mask(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
@@ -509,6 +542,8 @@ class ModelForward:
                 raise self.codemod.drift(UNIT, "the checkpointed layer call passes keywords", node=stmt)
             if name in ("cache_position", "position_embeddings"):
                 continue
+            if _is_partial_layer_call(arg.value):  # Mistral 4.49-4.51: the forward's ** go, as in
+                arg = arg.with_changes(value=arg.value.args[0].value)  # the direct call
             if name in ("past_key_value", "past_key_values", "cache"):
                 arg = arg.with_changes(value=cst.Name("past_key_value"))
             args.append(arg)

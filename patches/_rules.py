@@ -412,7 +412,8 @@ def retarget_args(
 ) -> cst.Call:
     """A call of a module whose vacc form takes other plumbing, edited in place: keyword
     arguments in ``dropped`` go (each must pass the variable of its own name, ``x=x``: anything
-    else would be a computation lost), as does ``**kwargs``; a keyword in ``renamed`` becomes
+    else would be a computation lost), as does ``**kwargs`` (or ``**flash_attn_kwargs``, Mistral
+    4.48's name for the forward's own keyword arguments); a keyword in ``renamed`` becomes
     its new name, passing the variable of that name (its old value must be one of the renamed
     variables); each of ``needed`` missing is added as ``x=x``.  Every other argument stays
     upstream's, whatever it computes."""
@@ -425,7 +426,7 @@ def retarget_args(
     for arg in args:
         keyword = arg.keyword.value if arg.keyword else None
         if arg.star == "**":
-            if not m.matches(arg.value, m.Name("kwargs")):
+            if not m.matches(arg.value, m.Name("kwargs") | m.Name("flash_attn_kwargs")):  # a forward's **
                 raise fail(f"the call passes `**{s.render(arg.value)}`, which no rule knows")
         elif arg.star:
             raise fail("the call passes `*args`, which no rule knows")

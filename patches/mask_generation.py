@@ -30,6 +30,14 @@ Shapes recognised:
   (documentation decorators are kept); the cache argument may be named ``cache`` (5.24+);
 * ``scaled-embedding`` — no normaliser in the forward because ``embed_tokens`` is a scaled
   embedding class (5.x): nothing to carry over;
+* ``unscaled-embedding`` — no normaliser and no scaled embedding, in a family whose upstream
+  has none (Mistral; ``families.Traits.embedding_normaliser``): nothing to carry over.  For
+  Gemma the same absence is drift;
+* ``sliding-window-mask`` — the mask built by ``mask_function = create_causal_mask if
+  self.config.sliding_window is None else create_sliding_window_causal_mask`` then
+  ``causal_mask = mask_function(...)`` (Mistral 4.53+, a family with the ``sliding_window``
+  trait): the choice is dropped by the rule ``sliding-window`` and the mask is the vacc one,
+  plain causal (the vendor does not use the sliding window); drift for Gemma;
 * ``tuple-cache`` — forward already calling ``self._prepare_decoder_attention_mask`` with no
   ``cache_position`` (this codemod's output);
 * ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to
@@ -74,7 +82,7 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 from patches._generic_heads import GENERIC_HEADS
 from patches._heads import HEADS, OPTIONAL_HEADS
-from patches._model_forward import ModelForward
+from patches._model_forward import SLIDING_WINDOW_BUILDER, ModelForward
 
 _SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
@@ -112,6 +120,9 @@ class MaskGeneration(VaccCodemod):
         "head-cache-keyword": "a head's forward taking the cache as `cache` (5.24+): renamed past_key_values",
         "head-tuple-cache": "a head's forward without cache_position or logits_to_keep",
         "generic-head": "a head inheriting __init__/forward from a Generic…ForXxx class (4.54+)",
+        "unscaled-embedding": "no embedding normaliser, in a family whose upstream has none (Mistral)",
+        "sliding-window-mask": "forward choosing create_causal_mask or create_sliding_window_causal_mask by "
+        "config.sliding_window (Mistral 4.53+): the choice dropped, the mask plain causal",
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -144,6 +155,8 @@ class MaskGeneration(VaccCodemod):
             self.met("position-embeddings" if "self.rotary_emb" in called else "dynamic-cache")
         elif "create_causal_mask" in called:
             self.met("create-causal-mask")
+        elif SLIDING_WINDOW_BUILDER in called and self.trait("sliding_window"):
+            self.met("sliding-window-mask")
         else:
             raise self.drift(
                 "GemmaModel.forward",
@@ -158,15 +171,18 @@ class MaskGeneration(VaccCodemod):
                 "not a GradientCheckpointingLayer: unknown gradient checkpointing form",
             )
         if not any(r.known("hidden_states = hidden_states * normalizer")(x) for x in s.fn_body(forward)):
-            if not _embedding_is_scaled(cls):
-                if not _scales_embedding(forward):
-                    raise self.drift(
-                        "GemmaModel.forward",
-                        "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
-                        "and embed_tokens is no scaled embedding",
-                    )
-            else:
+            if _embedding_is_scaled(cls):
                 self.met("scaled-embedding")
+            elif _scales_embedding(forward):
+                pass  # 4.38: a bare float factor, carried as it is
+            elif self.trait("embedding_normaliser"):
+                raise self.drift(
+                    "GemmaModel.forward",
+                    "no embedding normalisation `hidden_states = hidden_states * <normalizer>` in forward, "
+                    "and embed_tokens is no scaled embedding",
+                )
+            else:  # a family whose upstream has no normaliser (Mistral)
+                self.met("unscaled-embedding")
         translation = ModelForward(self, forward, module, _layers_checkpoint_themselves(module))
         body = s.class_body(cls)
         body[k] = translation.translate()

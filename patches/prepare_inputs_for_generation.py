@@ -15,7 +15,7 @@ Shapes recognised (in ``GemmaForCausalLM``):
 * ``cache-class-aware`` — upstream's own ``prepare_inputs_for_generation`` handling
   ``Cache`` objects and ``cache_position``: replaced whole, because the contract fixes the
   tuple-cache form; so it is recognised exactly, by the digest of its code (``KNOWN_UPSTREAM``:
-  the ten forms of 4.38.0–4.45.0).  Any other form is drift — a change upstream makes there
+  the ten forms of Gemma 4.38.0–4.45.0, three of Mistral 4.42–4.45).  Any other form is drift — a change upstream makes there
   stops the run instead of vanishing;
 * ``inherited`` — no ``prepare_inputs_for_generation`` in the class (4.46+: ``GenerationMixin``'s
   would be used, which is ``cache_position`` and ``Cache`` based): ours is added after ``forward``;
@@ -104,6 +104,11 @@ KNOWN_UPSTREAM = {
     "bf7ad1e67ab9ed40876b2e0e064f911f6fae410398a24f8983a21098ee53625d": "4.44.0",
     "c99a6bb1afd42b5ba37a2a0dc3810e31d3acdc45eee126f8767d01ed13e080a6": "4.44.1",
     "340b03971cc6113c66fbc8bc8d18200964ae6dcfab5116ee363baa7f226be4a0": "4.45.0",
+    # Mistral's (in the codemods' names): the same Cache/cache_position forms; 4.42's also crops
+    # the mask to a SlidingWindowCache, which the vacc form does not use (plain causal mask)
+    "38d657316c8b532c7db079710617370c14bbc19751ba7e83cc7f951b31c7b752": "mistral 4.42.0-4.42.4",
+    "de49a1c1afebc329aca8c3c08a5a4341ec1e0212c4bc37131c4aba32b1a3422b": "mistral 4.44.0-4.44.2",
+    "76463532979eb72df3a902c7f14437208e0abe875ca9e6e8ce346cb83241f5b9": "mistral 4.45.0-4.45.2",
 }
 
 

@@ -619,9 +619,14 @@ def refusing_codemods(message: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_DRIFT.findall(message)))
 
 
+#: The family traits the series runs with (None: the canonical family's, Gemma's).  The
+#: Mistral tier sets Mistral's and feeds Mistral's files in the codemods' (canonical) names.
+TRAITS = None
+
+
 def output(source: str, series: Sequence[type]) -> str:
     """The series' output for ``source`` (no notice: mutant and original differ only in code)."""
-    return engine.run(source, list(series), file=MODELING).code
+    return engine.run(source, list(series), file=MODELING, traits=TRAITS).code
 
 
 @functools.lru_cache(maxsize=8)

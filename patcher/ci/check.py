@@ -46,11 +46,12 @@ def _explain(up: Upstream) -> tuple[dict[str, str], dict[str, attribution.Proven
     contributions: dict[str, str] = {}
     provenance: dict[str, attribution.Provenance] = {}
     texts: dict[str, str] = {}
+    outputs = {**OUTPUT_NAMES, **up.family.output_names}
     for file, (names, steps) in regen.release_steps(up).items():
         prov = attribution.trace(steps, names)
         contributions.update(attribution.contributions(prov, steps[0], up.version))
-        provenance[OUTPUT_NAMES[file]] = prov
-        texts[OUTPUT_NAMES[file]] = steps[-1]
+        provenance[outputs[file]] = prov
+        texts[outputs[file]] = steps[-1]
     return contributions, provenance, texts
 
 
@@ -61,13 +62,14 @@ def regenerate_entries(
     jobs: int = 2,
     reuse: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    model: str = "gemma",
 ) -> Regeneration:
-    """Regenerate ``versions`` into lock entries.
+    """Regenerate ``versions`` (of the family ``model``) into lock entries.
 
     Contributions are computed for the generating releases ``explain(version, digests)``
     accepts (None: all of them), once per distinct pair of upstream files.
     """
-    results = regen.regenerate(versions, jobs=jobs, reuse=reuse, progress=progress)
+    results = regen.regenerate(versions, jobs=jobs, reuse=reuse, progress=progress, model=model)
     outputs = {v: r for v, r in results.items() if isinstance(r, Output)}
     run = Regeneration(results, {})
     groups: dict[tuple[str, str | None], list[str]] = {}
@@ -140,9 +142,11 @@ def _shown(path: Path) -> str:
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_lock(args: argparse.Namespace) -> int:
-    path = lockfile.lock_path()
-    pinned = list(pins.load_pins())
-    run = regenerate_entries(pinned, jobs=args.jobs, reuse=not args.fresh, progress=_progress)
+    path = lockfile.lock_path(model=args.model)
+    pinned = list(pins.load_pins(model=args.model))
+    run = regenerate_entries(
+        pinned, jobs=args.jobs, reuse=not args.fresh, progress=_progress, model=args.model
+    )
     old = None
     if path.exists():
         try:
@@ -160,16 +164,16 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    path = lockfile.lock_path()
+    path = lockfile.lock_path(model=args.model)
     locked = lockfile.read_lock(path)
-    pinned = list(pins.load_pins())
+    pinned = list(pins.load_pins(model=args.model))
 
     def differs(version: str, digests: dict[str, str]) -> bool:
         entry = locked.releases.get(version)
         return entry is not None and entry.outputs is not None and entry.outputs != digests
 
     run = regenerate_entries(
-        pinned, explain=differs, jobs=args.jobs, reuse=not args.fresh, progress=_progress
+        pinned, explain=differs, jobs=args.jobs, reuse=not args.fresh, progress=_progress, model=args.model
     )
     differences = lockfile.compare(locked, run.entries, run.order)
     if not differences:
@@ -181,8 +185,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     lines = [f"check: {len(differences)} of {len(pinned)} pinned releases differ from {_shown(path)}:"]
     for group in groups:
         lines.append(f"  {lockfile.release_spans([d.version for d in group], pinned)}: {group[0].describe()}")
-    hint = "" if args.diff else "`patcher check --diff` shows the changes; "
-    lines.append(f"{hint}`patcher lock` records them if they are intended")
+    model = "" if args.model == "gemma" else f" --model {args.model}"
+    hint = "" if args.diff else f"`patcher check{model} --diff` shows the changes; "
+    lines.append(f"{hint}`patcher lock{model}` records them if they are intended")
     raise CheckError("\n".join(lines))
 
 

@@ -22,6 +22,7 @@ from patcher.series import batch
 from patcher.series.contract import CONFIGURATION, MODELING
 from patcher.series.reuse import OutputCache, output_key
 from patcher.upstream import fetch, pins
+from patcher.upstream.families import CANONICAL, family
 
 if TYPE_CHECKING:
     from patches._base import VaccCodemod
@@ -34,7 +35,9 @@ __all__ = ["Matrix", "build_matrix", "register", "render_text", "survey", "surve
 
 
 # -- running the codemods through drift ------------------------------------------------------
-def survey_file(source: str, codemods: list[type[VaccCodemod]], *, file: str = MODELING) -> dict[str, Cell]:
+def survey_file(
+    source: str, codemods: list[type[VaccCodemod]], *, file: str = MODELING, traits: object | None = None
+) -> dict[str, Cell]:
     """Each codemod of ``file``: the shapes it met, or its drift line (as ``apply`` prints it).
 
     The same fold as ``engine.run``, but a drift is recorded instead of ending the run.
@@ -51,6 +54,7 @@ def survey_file(source: str, codemods: list[type[VaccCodemod]], *, file: str = M
     original = module = cst.parse_module(source)
     context = CodemodContext(filename=file, full_module_name=f"{_shapes.PACKAGE}.{Path(file).stem}")
     context.scratch["notice"] = None
+    context.scratch["traits"] = traits  # another family's (in the codemods' names, see engine.run)
     cells: dict[str, Cell] = {}
     drifts: list[Drift] = []
     for cls in codemods:
@@ -74,11 +78,29 @@ def survey_file(source: str, codemods: list[type[VaccCodemod]], *, file: str = M
 
 
 def survey(up: Upstream) -> dict[str, Cell]:
-    """Both upstream files of a release surveyed, codemods in series order (a worker task)."""
-    codemods = batch.series()
-    cells = survey_file(up.modeling, codemods, file=MODELING)
+    """Both upstream files of a release surveyed, codemods in series order (a worker task).
+    Another family's files are surveyed in the codemods' names, and its drift lines given
+    back its own (as ``engine.run`` does)."""
+    fam = up.family
+    if fam is CANONICAL:
+        codemods = batch.series()
+        cells = survey_file(up.modeling, codemods, file=MODELING)
+        if up.configuration is not None:
+            cells.update(survey_file(up.configuration, codemods, file=CONFIGURATION))
+        return {c.NAME: cells[c.NAME] for c in codemods if c.NAME in cells}
+    from patcher.series import aliasing, engine
+
+    codemods = engine.load_series(model=fam)
+    aliasing.check(fam, up.modeling, fam.modeling)
+    cells = survey_file(fam.to_canonical(up.modeling), codemods, file=MODELING, traits=fam.traits)
     if up.configuration is not None:
-        cells.update(survey_file(up.configuration, codemods, file=CONFIGURATION))
+        aliasing.check(fam, up.configuration, fam.configuration)
+        cells.update(
+            survey_file(fam.to_canonical(up.configuration), codemods, file=CONFIGURATION, traits=fam.traits)
+        )
+    for cell in cells.values():
+        if "drift" in cell:
+            cell["drift"] = fam.from_canonical(cell["drift"])
     return {c.NAME: cells[c.NAME] for c in codemods if c.NAME in cells}
 
 
@@ -159,6 +181,7 @@ def build_matrix(
     jobs: int = 2,
     progress: Callable[[str], None] | None = None,
     reuse: bool | None = None,
+    model: str = "gemma",
 ) -> Matrix:
     """Survey ``versions`` (default: every pinned release), once per distinct upstream pair.
 
@@ -166,9 +189,10 @@ def build_matrix(
     takes its shapes from that output's reports instead of running (drift is never cached).
     """
     started = time.monotonic()
-    pinned = pins.load_pins()
+    fam = family(model)
+    pinned = pins.load_pins(model=fam)
     versions = list(pinned) if versions is None else list(dict.fromkeys(versions))
-    ups = [fetch.fetch(v, pinned, progress=progress) for v in versions]
+    ups = [fetch.fetch(v, pinned, progress=progress, model=fam) for v in versions]
     groups = batch.group_releases(ups)
     codemods = batch.series()
     reuse = batch._reuse_default() if reuse is None else reuse
@@ -206,7 +230,7 @@ def build_matrix(
     ]
     return Matrix(
         releases,
-        files={c.NAME: c.FILE for c in codemods},
+        files={c.NAME: fam.from_canonical(c.FILE) for c in codemods},
         known={c.NAME: list(c.SHAPES) for c in codemods},
         seconds=time.monotonic() - started,
         distinct=len(groups),
@@ -313,7 +337,7 @@ def render_toolchains() -> list[str]:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from patcher.progress import say
 
-    matrix = build_matrix(jobs=args.jobs, progress=say)
+    matrix = build_matrix(jobs=args.jobs, progress=say, model=args.model)
     if args.json:
         print(json.dumps(matrix.as_dict(), indent=2))
     else:

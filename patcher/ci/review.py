@@ -23,6 +23,7 @@ from patcher.errors import UsageError
 from patcher.progress import Bars
 from patcher.series import attribution, lockfile
 from patcher.series.contract import CONFIGURATION, MODELING, OUTPUT_NAMES
+from patcher.upstream.families import GEMMA, Family, family
 from patcher.upstream.pins import load_pins
 
 WORKING_TREE = "working tree"
@@ -133,15 +134,16 @@ def _drift_change(status: str, base: dict, head: dict, ref: str) -> tuple[tuple[
     return names, "\n".join(line for line in diff if not line.startswith("@@"))
 
 
-def review(root: Path, ref: str) -> Review:
-    """Compare the outputs of every pinned release at ``ref`` and in the working tree at ``root``."""
+def review(root: Path, ref: str, model: str = "gemma") -> Review:
+    """Compare the outputs of every pinned release (of the family ``model``) at ``ref`` and in
+    the working tree at ``root``."""
     repo = gitsource.open_repo(root)
     commit = gitsource.resolve(repo, ref)
     root = Path(repo.working_tree_dir)
     if not (root / "patches" / "series").is_file():
         raise UsageError(f"{root} has no patches/series; run review in a patcher repository")
     pins_dir = _pins_dir(root)
-    pinned = list(load_pins(pins_dir))
+    pinned = list(load_pins(pins_dir, model=model))
     result = Review(ref, commit.hexsha, WORKING_TREE, pinned, gitsource.changed_sources(commit, root))
     if not result.changed_sources:  # the same codemods and runner: the same outputs
         return result
@@ -150,6 +152,8 @@ def review(root: Path, ref: str) -> Review:
         sides = [gitsource.Side(ref, Path(tmp)), gitsource.Side(WORKING_TREE, root)]
         with Bars("regenerating") as bars:
             request = {"mode": "outputs", "versions": pinned, "jobs": 1}
+            if model != "gemma":
+                request["model"] = model
             docs = gitsource.run_sides(sides, request, pins_dir, bars)
         base, head = docs[ref], docs[WORKING_TREE]
         groups: dict[tuple, Group] = {}
@@ -170,9 +174,12 @@ def review(root: Path, ref: str) -> Review:
         if changed:
             firsts = [g.releases[0] for g in changed]
             with Bars("attributing") as bars:
-                steps = gitsource.run_sides(sides, {"mode": "steps", "versions": firsts}, pins_dir, bars)
+                request = {"mode": "steps", "versions": firsts}
+                if model != "gemma":
+                    request["model"] = model
+                steps = gitsource.run_sides(sides, request, pins_dir, bars)
             for group in changed:
-                _attribute(group, base, head, steps[ref], steps[WORKING_TREE])
+                _attribute(group, base, head, steps[ref], steps[WORKING_TREE], family(model))
     for group in groups.values():
         group.spans = lockfile.release_spans(group.releases, pinned)
     result.groups = list(groups.values())
@@ -186,12 +193,16 @@ def _provenance(doc: dict, version: str, file: str) -> attribution.Provenance | 
     return attribution.trace([doc["blobs"][sha] for sha in entry["steps"]], entry["names"])
 
 
-def _attribute(group: Group, base: dict, head: dict, steps_b: dict, steps_h: dict) -> None:
+def _attribute(
+    group: Group, base: dict, head: dict, steps_b: dict, steps_h: dict, fam: Family = GEMMA
+) -> None:
     """Fill ``group.files`` with the first release's hunks, attributed to codemods."""
     version = group.releases[0]
     b, h = base["releases"][version]["files"], head["releases"][version]["files"]
-    upstream_of = {out: up for up, out in OUTPUT_NAMES.items()}
-    order = [n for f in (MODELING, CONFIGURATION) for n in steps_h["releases"][version][f]["names"]]
+    names = OUTPUT_NAMES if fam is GEMMA else fam.output_names
+    upstream_of = {out: up for up, out in names.items()}
+    files = (MODELING, CONFIGURATION) if fam is GEMMA else (fam.modeling, fam.configuration)
+    order = [n for f in files for n in steps_h["releases"][version][f]["names"]]
     owners: list[str] = []
     for name in sorted(set(b) | set(h)):
         if b.get(name) == h.get(name):
@@ -219,7 +230,7 @@ def _attribute(group: Group, base: dict, head: dict, steps_b: dict, steps_h: dic
 def cmd_review(args: argparse.Namespace) -> int:
     from patcher.ci import review_render
 
-    report = review(Path(args.repo), args.base)
+    report = review(Path(args.repo), args.base, args.model)
     print(review_render.render(report, args.format), end="")
     return 0
 

@@ -206,13 +206,23 @@ def read_config(directory: Path) -> str:
     return text
 
 
-def check_model_type(text: str, *, force: bool = False) -> None:
-    """Refuse a checkpoint of another model (``model_type`` other than gemma) unless ``force``."""
+def check_model_type(text: str, *, force: bool = False, expected: str = MODEL_TYPE) -> None:
+    """Refuse a checkpoint of another model (``model_type`` other than ``expected``, gemma by
+    default) unless ``force``."""
     model_type = json.loads(text).get("model_type")
-    if model_type not in (None, MODEL_TYPE) and not force:
+    if model_type not in (None, expected) and not force:
         raise CheckpointError(
-            f"config.json says model_type {model_type!r}, not {MODEL_TYPE!r}; pass --force to install anyway"
+            f"config.json says model_type {model_type!r}, not {expected!r}; pass --force to install anyway"
         )
+
+
+def auto_map_for(model_type: str, prefix: str) -> dict[str, str]:
+    """The ``auto_map`` of a family's vacc files (``AUTO_MAP`` is gemma's)."""
+    return {
+        "AutoConfig": f"configuration_{model_type}_vacc.{prefix}Config",
+        "AutoModel": f"modeling_{model_type}_vacc.{prefix}ForCausalLM",
+        "AutoModelForCausalLM": f"modeling_{model_type}_vacc.{prefix}ForCausalLM",
+    }
 
 
 # -- the files ---------------------------------------------------------------------------------
@@ -307,6 +317,7 @@ def install(
     mark: str | None = None,
     known: frozenset[str] = frozenset(),
     auto_map: Mapping[str, str] = AUTO_MAP,
+    model_type: str = MODEL_TYPE,
 ) -> Installed:
     """Put ``files`` (name -> text) into ``directory`` and the ``auto_map`` into its config.json.
 
@@ -316,7 +327,7 @@ def install(
     """
     directory = Path(directory)
     config_text = read_config(directory)
-    check_model_type(config_text, force=force)
+    check_model_type(config_text, force=force, expected=model_type)
     new_config = with_auto_map(config_text, auto_map, force=force)
     recover(directory, [*files, CONFIG, BACKUP])
     result = Installed(directory)

@@ -24,14 +24,22 @@ def cmd_install(args: argparse.Namespace) -> int:
     weights = Path(args.weights)
     try:
         # refuse a directory that cannot take the files before generating anything
+        fam = resolve.family_of(getattr(args, "model", None))
+        auto_map = checkpoint.auto_map_for(fam.name, fam.prefix)
         config = checkpoint.read_config(weights)
-        checkpoint.check_model_type(config, force=args.force)
-        checkpoint.with_auto_map(config, force=args.force)
-        up = resolve.upstream_for(args.transformers)  # late-bound, like reuse.generate_cached
+        checkpoint.check_model_type(config, force=args.force, expected=fam.name)
+        checkpoint.with_auto_map(config, auto_map, force=args.force)
+        up = resolve.upstream_for(args.transformers, model=fam.name)  # late-bound, like reuse.generate_cached
         output = reuse.generate_cached(up)
-        before = _installed_release(weights)
+        before = _installed_release(weights, fam.output_names[fam.modeling])
         done = checkpoint.install(
-            weights, output.files, force=args.force, mark=NOTICE_MARK, known=write.LEGACY_COMPANIONS
+            weights,
+            output.files,
+            force=args.force,
+            mark=NOTICE_MARK,
+            known=write.LEGACY_COMPANIONS,
+            auto_map=auto_map,
+            model_type=fam.name,
         )
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
@@ -54,10 +62,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _installed_release(weights: Path) -> str | None:
+def _installed_release(weights: Path, name: str = contract.OUTPUT_NAMES[contract.MODELING]) -> str | None:
     """The release named by the notice of the vacc modeling file already in ``weights``."""
     try:
-        text = (weights / contract.OUTPUT_NAMES[contract.MODELING]).read_text(encoding="utf-8")
+        text = (weights / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     return contract.notice_release(text[:4096])

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from patcher.deploy import atomicdir
 from patcher.errors import UsageError
-from patcher.series.contract import COMPANIONS, NOTICE_MARK, OUTPUT_FILES
+from patcher.series.contract import ALL_OUTPUT_FILES, COMPANIONS, NOTICE_MARK
 from patcher.upstream.fetch import Upstream
 
 
 def default_out_dir(upstream: Upstream) -> Path:
-    return Path("build") / f"transformers-{upstream.version or 'local'}"
+    """``build/transformers-<version>/`` (gemma), ``build/<model>/transformers-<version>/`` (others)."""
+    base = Path("build") if not upstream.family.pins_subdir else Path("build") / upstream.family.name
+    return base / f"transformers-{upstream.version or 'local'}"
 
 
 #: sha256 of the ``quantization_vacc.py`` files patcher shipped before the companion carried
@@ -37,7 +39,7 @@ CARRIED = ("__pycache__",)
 def is_own_file(path: Path) -> bool:
     """Whether ``path`` is a file patcher wrote: one of its names, carrying its notice (or a
     companion of an earlier version, recognised by digest)."""
-    if path.name not in OUTPUT_FILES or path.is_symlink() or not path.is_file():
+    if path.name not in ALL_OUTPUT_FILES or path.is_symlink() or not path.is_file():
         return False
     if NOTICE_MARK in _head(path):
         return True
@@ -137,7 +139,7 @@ def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -
     target = Path(os.path.realpath(shown))  # a symlinked --out: replace the directory it points to
     created: list[Path] = []
     try:
-        atomicdir.recover(target, tuple(OUTPUT_FILES))
+        atomicdir.recover(target, tuple(ALL_OUTPUT_FILES))
         if target.exists() and not target.is_dir():
             raise UsageError(f"--out {shown} is a file, not a directory; choose another --out")
         in_place, foreign = False, []
@@ -161,7 +163,7 @@ def write_output(files: dict[str, str], out_dir: Path, *, force: bool = False) -
             created = _make_parents(target)
         if in_place:  # patcher's files of an earlier run that this one does not write go too
             stale = [
-                n for n in OUTPUT_FILES if n not in files and n not in foreign and (target / n).is_file()
+                n for n in ALL_OUTPUT_FILES if n not in files and n not in foreign and (target / n).is_file()
             ]
             atomicdir.replace_files(target, files, remove=stale)
         else:

@@ -14,15 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import patches
+from patcher.upstream.families import FAMILIES, Family
 from patcher.upstream.fetch import Upstream
 
 PATCHES_DIR = Path(patches.__file__).resolve().parent
 COMPANION_DIR = PATCHES_DIR / "companion"
+#: The canonical family's (gemma's) upstream files and outputs: the names the codemods use.
 MODELING = "modeling_gemma.py"
 CONFIGURATION = "configuration_gemma.py"
 OUTPUT_NAMES = {MODELING: "modeling_gemma_vacc.py", CONFIGURATION: "configuration_gemma_vacc.py"}
 COMPANIONS = ("quantization_vacc.py",)
 OUTPUT_FILES = (*OUTPUT_NAMES.values(), *COMPANIONS)
+#: Every file patcher writes, for any family (how it recognises its own files).
+ALL_OUTPUT_FILES = (*(n for f in FAMILIES.values() for n in f.output_names.values()), *COMPANIONS)
+
+
+def output_files(fam: Family) -> tuple[str, ...]:
+    """The files one output of family ``fam`` consists of."""
+    return (*fam.output_names.values(), *COMPANIONS)
+
+
 NOTICE_MARK = patches.NOTICE_MARK
 _NOTICE_RELEASE = re.compile(r"^" + re.escape(NOTICE_MARK) + r" from transformers (\S+);", re.M)
 
@@ -57,7 +68,7 @@ class Output:
 
 
 #: patcher's own modules that shape an output (the runner, the notice), beside this one.
-RUNNER = ("contract.py", "engine.py", "notice.py", "generate.py", "reuse.py")
+RUNNER = ("contract.py", "engine.py", "aliasing.py", "notice.py", "generate.py", "reuse.py")
 
 
 #: directory -> (series digest, output digest), taken once per process: the code that runs is
@@ -93,7 +104,9 @@ def _digests(directory: Path) -> tuple[str, str]:
 
 def _series_digest(directory: Path) -> str:
     digest = hashlib.sha256()
-    paths = sorted([*directory.glob("*.py"), directory / "series", *(directory / "companion").glob("*.py")])
+    series = [directory / f.series for f in FAMILIES.values() if (directory / f.series).exists()]
+    series = series if directory / "series" in series else [directory / "series", *series]
+    paths = sorted([*directory.glob("*.py"), *series, *(directory / "companion").glob("*.py")])
     for path in paths:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -16,6 +16,7 @@ from unidiff import PatchSet
 from patcher.series import engine
 from patcher.series.attribution import trace
 from patcher.series.contract import MODELING, OUTPUT_NAMES, Report
+from patcher.upstream.families import Family, family
 from patches._base import VaccCodemod
 
 
@@ -38,13 +39,19 @@ def _provenance(steps: list[str], names: list[str]) -> tuple[list[str | None], d
 
 
 def attributed_diff(
-    source: str, codemods: list[type[VaccCodemod]], *, file: str = MODELING, notice: str | None = None
+    source: str,
+    codemods: list[type[VaccCodemod]],
+    *,
+    file: str = MODELING,
+    notice: str | None = None,
+    model: Family | str | None = None,
 ) -> AttributedDiff:
     """Run the codemods for ``file`` on ``source`` and diff upstream against the result."""
-    result = engine.run(source, codemods, file=file, notice=notice, keep_steps=True)
+    fam = family(model)
+    result = engine.run(source, codemods, file=file, notice=notice, keep_steps=True, model=fam)
     names = [r.codemod for r in result.reports]
     wrote, removed = _provenance(result.steps, names)
-    out_name = OUTPUT_NAMES.get(file, file)
+    out_name = fam.output_names.get(file, OUTPUT_NAMES.get(file, file))
     text = "".join(
         difflib.unified_diff(
             source.splitlines(keepends=True),

@@ -20,32 +20,42 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
+from patcher.upstream.families import CANONICAL, Family, family
 from patches import NOTICE_MARK, _shapes
 from patches._base import Drift, VaccCodemod
 from patches.library_imports import with_notice
 
 
 # -- the series ------------------------------------------------------------------------------
-def load_series(directory: Path = PATCHES_DIR) -> list[type[VaccCodemod]]:
-    """The codemod classes named in ``series``, in order.
+def load_series(directory: Path = PATCHES_DIR, model: Family | str | None = None) -> list[type[VaccCodemod]]:
+    """The codemod classes named in the family's series file (``series`` for gemma,
+    ``series-mistral``, ...), in order.
 
     Like quilt, the series file is the one list of what runs: a codemod module missing
-    from it, or a name listed twice, is an error rather than a silent surprise.
+    from it, or a name listed twice, is an error rather than a silent surprise (every codemod
+    serves every family so far; a family-only codemod would relax this).
     """
-    lines = (directory / "series").read_text(encoding="utf-8").splitlines()
+    fam = family(model)
+    order = _series_names(directory, fam.series)
+    modules = {p.stem.replace("_", "-") for p in directory.glob("*.py") if not p.stem.startswith("_")}
+    missing = sorted(modules - set(order))
+    if missing:
+        module = missing[0].replace("-", "_")
+        raise PatcherError(f"patches/{module}.py is not in patches/{fam.series}; add it")
+    series_digest(directory)  # the key of what is imported now, before it can change on disk
+    return [_codemod_class(name, directory) for name in order]
+
+
+def _series_names(directory: Path, file: str) -> list[str]:
+    lines = (directory / file).read_text(encoding="utf-8").splitlines()
     order = [line.split("#", 1)[0].strip() for line in lines]
     order = [name for name in order if name]
     seen: set[str] = set()
     for name in order:
         if name in seen:
-            raise PatcherError(f"patches/series lists {name!r} twice; keep one line per codemod")
+            raise PatcherError(f"patches/{file} lists {name!r} twice; keep one line per codemod")
         seen.add(name)
-    modules = {p.stem.replace("_", "-") for p in directory.glob("*.py") if not p.stem.startswith("_")}
-    missing = sorted(modules - seen)
-    if missing:
-        raise PatcherError(f"patches/{missing[0].replace('-', '_')}.py is not in patches/series; add it")
-    series_digest(directory)  # the key of what is imported now, before it can change on disk
-    return [_codemod_class(name, directory) for name in order]
+    return order
 
 
 def _codemod_class(name: str, directory: Path) -> type[VaccCodemod]:
@@ -94,17 +104,28 @@ def run(
     file: str = MODELING,
     notice: str | None = None,
     keep_steps: bool = False,
+    model: Family | str | None = None,
+    traits: object | None = None,
 ) -> Result:
     """Apply the codemods meant for ``file`` to ``source``.
+
+    ``file`` is the family's name for it (``modeling_mistral.py`` with ``model="mistral"``);
+    the codemods see another family's upstream under the canonical names (see
+    :mod:`patcher.upstream.families`) and their output gets the family's names back.
 
     Raises ``DriftError`` naming every drifting codemod, with file:line of the upstream
     unit where each one looked, and produces nothing in that case.  A source whose lines all
     end in CRLF gives an output whose lines all end in CRLF; any other mix gives LF (the
     series itself runs on LF, the way Python reads any source).
     """
+    fam = family(model)
+    if fam is not CANONICAL:
+        from patcher.series.aliasing import run_as_canonical
+
+        return run_as_canonical(run, fam, source, codemods, file=file, notice=notice, keep_steps=keep_steps)
     source, newline = split_newlines(source)
     try:
-        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)
+        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
     except RecursionError:
         raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
     if newline != "\n":
@@ -124,7 +145,13 @@ def split_newlines(source: str) -> tuple[str, str]:
 
 
 def _run(
-    source: str, codemods: list[type[VaccCodemod]], *, file: str, notice: str | None, keep_steps: bool
+    source: str,
+    codemods: list[type[VaccCodemod]],
+    *,
+    file: str,
+    notice: str | None,
+    keep_steps: bool,
+    traits: object | None = None,
 ) -> Result:
     try:
         original = cst.parse_module(source)
@@ -132,6 +159,7 @@ def _run(
         raise PatcherError(f"{file} does not parse as Python: {exc.message} (line {exc.raw_line})") from None
     context = CodemodContext(filename=file, full_module_name=f"{_shapes.PACKAGE}.{Path(file).stem}")
     context.scratch["notice"] = notice
+    context.scratch["traits"] = traits  # the family's (None: the canonical family's)
     module = original
     reports: list[Report] = []
     drifts: list[Drift] = []

@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from patcher.errors import UsageError
-from patcher.series.contract import OUTPUT_FILES
+from patcher.series.contract import ALL_OUTPUT_FILES
 from patcher.upstream.cache import is_sha256
 from patcher.upstream.pins import pins_dir, write_text_atomically
 from patcher.upstream.versions import check_release
@@ -94,9 +94,10 @@ def drifting_codemods(error: Exception | str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_DRIFT_LINE.findall(str(error))))
 
 
-def lock_path(directory: Path | None = None) -> Path:
-    """``lock.json`` beside the pins (``$PATCHER_PINS_DIR`` or ``upstream_pins/``)."""
-    return pins_dir(directory) / LOCK_NAME
+def lock_path(directory: Path | None = None, model: str | None = None) -> Path:
+    """``lock.json`` beside the pins (``$PATCHER_PINS_DIR`` or ``upstream_pins/``; another
+    family's beside its pins, ``upstream_pins/mistral/lock.json``)."""
+    return pins_dir(directory, model) / LOCK_NAME
 
 
 def _bad(path: Path, why: str) -> UsageError:
@@ -131,7 +132,7 @@ def _entry_problem(version: object, raw: object) -> str | None:
     if not isinstance(outputs, dict) or not isinstance(codemods, dict):
         return "has outputs or codemods that are not objects"
     for name, digest in outputs.items():
-        if name not in OUTPUT_FILES:
+        if name not in ALL_OUTPUT_FILES:
             return f"names an output {_shown(name)} patcher does not write"
         if not is_sha256(digest):
             return f"has {_shown(digest)} for {name}, not a sha256"

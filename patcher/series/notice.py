@@ -20,10 +20,11 @@ def local_path(upstream: Upstream, index: int = 0) -> str:
 
 def regenerate_command(upstream: Upstream, selection: list[str] | None = None) -> str:
     """The command that writes this output again (with its ``--codemod`` selection, if any)."""
+    model = upstream.family.option
     if upstream.version is not None:
-        command = f"patcher apply --transformers {upstream.version}"
+        command = f"patcher apply{model} --transformers {upstream.version}"
     else:
-        command = f"patcher apply --upstream {shlex.quote(local_path(upstream))}"
+        command = f"patcher apply{model} --upstream {shlex.quote(local_path(upstream))}"
         if upstream.paths and upstream.paths[1]:
             command += f" --config-upstream {shlex.quote(upstream.paths[1])}"
     return command + "".join(f" --codemod {name}" for name in selection or ())
@@ -39,10 +40,10 @@ def notice(
     output made with only part of the series (None for the whole series)."""
     if upstream.version is not None:
         source = f"transformers {upstream.version}"
-        origin = f"transformers/models/gemma/{file}, sha256 {sha256}"
+        origin = f"{upstream.family.upstream_dir}/{file}, sha256 {sha256}"
     else:
         source = "an UNPINNED local file, not a pinned transformers release"
-        path = local_path(upstream, 0 if file == MODELING else 1)
+        path = local_path(upstream, 0 if file in (MODELING, upstream.family.modeling) else 1)
         origin = f"{path} (UNPINNED: checked against no pin), sha256 {sha256}"
     return "\n".join(
         [
@@ -51,6 +52,6 @@ def notice(
             f"# Codemods: {', '.join(codemods)}",
             f"# Regenerate: {regenerate_command(upstream, selection)}",
             "# To change it: edit the codemods in patcher's patches/ and regenerate (not this file,"
-            " not upstream's modular_gemma.py).",
+            f" not upstream's modular_{upstream.family.name}.py).",
         ]
     )

@@ -61,14 +61,22 @@ def _module(role: str):
 
 
 def regenerate(
-    versions: list[str], *, jobs: int = 2, reuse: bool | None = None, progress: Progress | None = None
+    versions: list[str],
+    *,
+    jobs: int = 2,
+    reuse: bool | None = None,
+    progress: Progress | None = None,
+    model: str = "gemma",
 ) -> dict[str, Output | DriftError]:
-    """The output, or the drift error, of each pinned release in ``versions``.
+    """The output, or the drift error, of each pinned release in ``versions`` (of the family
+    ``model``: another family than gemma goes through the loop, one release after the other).
 
     ``reuse``: take outputs from the output cache when their key matches (None: unless
     ``PATCHER_OUTPUT_CACHE=0``).  An output cache key is a digest of every codemod source, the
     series, the runner and both upstream digests, so a hit is the output those inputs give.
     """
+    if model != "gemma":
+        return _regenerate_loop(versions, reuse=reuse, progress=progress, model=model)
     try:
         generate_many = _module("batch").generate_many
     except ImportError:
@@ -77,7 +85,7 @@ def regenerate(
 
 
 def _regenerate_loop(
-    versions: list[str], *, reuse: bool | None, progress: Progress | None
+    versions: list[str], *, reuse: bool | None, progress: Progress | None, model: str = "gemma"
 ) -> dict[str, Output | DriftError]:
     """The same without ``patcher.series.batch``: one release at a time, drift shared per upstream."""
     import os
@@ -85,12 +93,13 @@ def _regenerate_loop(
     from patcher.errors import DriftError
 
     pins, fetch = _module("pins"), _module("fetch")
-    pinned = pins.load_pins()
+    family = {} if model == "gemma" else {"model": model}  # older trees know gemma only
+    pinned = pins.load_pins(**family)
     generate = _generator(reuse if reuse is not None else os.environ.get("PATCHER_OUTPUT_CACHE", "1") != "0")
     drifted: dict[tuple[str, str | None], DriftError] = {}
     out: dict[str, Output | DriftError] = {}
     for i, version in enumerate(versions, 1):
-        up = fetch.fetch(version, pinned, progress=progress)
+        up = fetch.fetch(version, pinned, progress=progress, **family)
         key = (up.modeling_sha256, up.configuration_sha256)
         if key in drifted:  # drift depends on the upstream files only, not on the release
             out[version] = drifted[key]
@@ -114,7 +123,8 @@ def _generator(reuse: bool) -> Callable[[Upstream], Output]:
         return generate_cached
     engine, generate = _module("engine"), _module("generate").generate
     series = engine.load_series()
-    return lambda up: generate(up, series)
+    # another family's series is chosen by generate itself, from the upstream's family
+    return lambda up: generate(up, series) if getattr(up, "model", "gemma") == "gemma" else generate(up)
 
 
 def map_releases(task: Callable[[Upstream], T], items: list[Upstream], *, jobs: int = 2) -> list[T]:
@@ -133,15 +143,23 @@ def release_steps(up: Upstream) -> dict[str, tuple[list[str], list[str]]]:
     engine, notice = _module("engine"), _module("notice").notice
     contract = _module("contract")
     MODELING, CONFIGURATION = contract.MODELING, contract.CONFIGURATION
+    family = getattr(up, "family", None)  # None in trees that know gemma only
+    other = family is not None and up.model != "gemma"
+    if other:
+        MODELING, CONFIGURATION = family.modeling, family.configuration
 
-    series = engine.load_series()
+    series = engine.load_series(model=family) if other else engine.load_series()
     out: dict[str, tuple[list[str], list[str]]] = {}
     for file, source, sha in (
         (MODELING, up.modeling, up.modeling_sha256),
         (CONFIGURATION, up.configuration, up.configuration_sha256),
     ):
-        names = [c.NAME for c in series if c.FILE == file]
-        result = engine.run(source, series, file=file, notice=notice(up, file, sha, names), keep_steps=True)
+        canonical = family.to_canonical(file) if other else file
+        names = [c.NAME for c in series if c.FILE == canonical]
+        kwargs = {"model": family} if other else {}
+        result = engine.run(
+            source, series, file=file, notice=notice(up, file, sha, names), keep_steps=True, **kwargs
+        )
         out[file] = ([r.codemod for r in result.reports], result.steps)
     return out
 
@@ -153,12 +171,25 @@ def _digest(text: str, blobs: dict[str, str]) -> str:
     return sha
 
 
-def _outputs_document(versions: list[str], jobs: int) -> dict:
+def _family(model: str) -> dict:
+    """The keyword that selects another family than gemma (none for gemma, which every tree
+    knows); a tree from before model families cannot regenerate another one."""
+    if model == "gemma":
+        return {}
+    try:
+        _module("pins").load_pins(model=model)
+    except TypeError:
+        raise RuntimeError(f"this tree has no model families: it cannot regenerate {model}") from None
+    return {"model": model}
+
+
+def _outputs_document(versions: list[str], jobs: int, model: str = "gemma") -> dict:
     from patcher.errors import DriftError
 
     blobs: dict[str, str] = {}
     releases: dict[str, dict] = {}
-    for version, result in regenerate(versions, jobs=jobs, progress=_stderr).items():
+    family = _family(model)
+    for version, result in regenerate(versions, jobs=jobs, progress=_stderr, **family).items():
         if isinstance(result, DriftError):
             releases[version] = {"drift": str(result)}
         else:
@@ -166,13 +197,14 @@ def _outputs_document(versions: list[str], jobs: int) -> dict:
     return {"releases": releases, "blobs": blobs}
 
 
-def _steps_document(versions: list[str]) -> dict:
+def _steps_document(versions: list[str], model: str = "gemma") -> dict:
     pins, fetch = _module("pins"), _module("fetch")
-    pinned = pins.load_pins()
+    family = _family(model)
+    pinned = pins.load_pins(**family)
     blobs: dict[str, str] = {}
     releases: dict[str, dict] = {}
     for i, version in enumerate(versions, 1):
-        steps = release_steps(fetch.fetch(version, pinned))
+        steps = release_steps(fetch.fetch(version, pinned, **family))
         _stderr(f"[{i}/{len(versions)}] {version}")
         releases[version] = {
             file: {"names": names, "steps": [_digest(text, blobs) for text in texts]}
@@ -195,10 +227,11 @@ def worker(root: Path, request: dict) -> dict:
         where = Path(package.__file__).resolve()
         if root.resolve() not in where.parents:
             raise RuntimeError(f"{package.__name__} was imported from {where}, not from {root}")
+    model = request.get("model", "gemma")
     if request["mode"] == "outputs":
-        return _outputs_document(request["versions"], request.get("jobs", 1))
+        return _outputs_document(request["versions"], request.get("jobs", 1), model)
     if request["mode"] == "steps":
-        return _steps_document(request["versions"])
+        return _steps_document(request["versions"], model)
     raise ValueError(f"unknown mode {request['mode']!r}")
 
 

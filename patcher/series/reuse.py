@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from patcher.errors import PatcherError
-from patcher.series.contract import OUTPUT_FILES, Output, Report, output_digest
+from patcher.series.contract import ALL_OUTPUT_FILES, Output, Report, output_digest
 from patcher.upstream.cache import BlobCache, cache_root, is_sha256
 from patcher.upstream.fetch import Upstream
 
@@ -32,6 +32,8 @@ def output_key(upstream: Upstream, codemods: list[str] | None) -> str:
         "modeling": upstream.modeling_sha256,
         "configuration": upstream.configuration_sha256,
     }
+    if upstream.model != "gemma":  # gemma's keys stay what they were
+        parts["model"] = upstream.model
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,7 +92,7 @@ def _valid_record(record: object, key: str) -> bool:
         isinstance(record, dict)
         and record.get("key") == key
         and isinstance(record.get("files"), dict)
-        and all(name in OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
+        and all(name in ALL_OUTPUT_FILES and is_sha256(sha) for name, sha in record["files"].items())
         and isinstance(record.get("reports"), list)
     )
 
@@ -106,6 +108,6 @@ def generate_cached(upstream: Upstream, codemods: list[str] | None = None) -> Ou
         from patcher.series import engine
         from patcher.series.generate import generate
 
-        output = generate(upstream, engine.select(engine.load_series(), codemods))
+        output = generate(upstream, engine.select(engine.load_series(model=upstream.model), codemods))
         cache.put(key, output)
     return output

@@ -26,13 +26,11 @@ from packaging.version import InvalidVersion, Version
 from patcher.errors import UpstreamError, UsageError
 from patcher.upstream import pypi
 from patcher.upstream.cache import BlobCache, cache_root, sha256_bytes
+from patcher.upstream.families import Family, family
 from patcher.upstream.pins import Pin, load_pins
 from patcher.upstream.versions import FIRST_GEMMA, check_release
 from patcher.upstream.wheel import (
-    CONFIGURATION,
-    GEMMA_FILES,
     MAX_UPSTREAM_BYTES,
-    MODELING,
     check_size,
     read_gemma_files,
     sha256_file,
@@ -62,6 +60,12 @@ class Upstream:
     configuration_sha256: str | None
     origin: str
     paths: tuple[str, str | None] | None = None
+    #: the model family (``gemma``, ``mistral``): which files these are, which series applies
+    model: str = "gemma"
+
+    @property
+    def family(self) -> Family:
+        return family(self.model)
 
 
 def _decode(data: bytes, where: str, error: type[Exception] = UpstreamError) -> str:
@@ -73,26 +77,31 @@ def _decode(data: bytes, where: str, error: type[Exception] = UpstreamError) -> 
         raise error(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def _from_pinned_bytes(pin: Pin, contents: Mapping[str, bytes], origin: str) -> Upstream:
+def _from_pinned_bytes(pin: Pin, contents: Mapping[str, bytes], origin: str, fam: Family) -> Upstream:
+    modeling, configuration = fam.modeling, fam.configuration
     return Upstream(
         version=pin.version,
-        modeling=_decode(contents[MODELING], f"{MODELING} of transformers {pin.version}"),
-        configuration=_decode(contents[CONFIGURATION], f"{CONFIGURATION} of transformers {pin.version}"),
-        modeling_sha256=pin.files[MODELING],
-        configuration_sha256=pin.files[CONFIGURATION],
+        modeling=_decode(contents[modeling], f"{modeling} of transformers {pin.version}"),
+        configuration=_decode(contents[configuration], f"{configuration} of transformers {pin.version}"),
+        modeling_sha256=pin.files[modeling],
+        configuration_sha256=pin.files[configuration],
         origin=origin,
+        model=fam.name,
     )
 
 
-def _lookup_pin(version: str, pins: Mapping[str, Pin] | None) -> Pin:
-    pins = load_pins() if pins is None else pins
+def _lookup_pin(version: str, pins: Mapping[str, Pin] | None, fam: Family) -> Pin:
+    pins = load_pins(model=fam) if pins is None else pins
     pin = pins.get(version)
     if pin is None:
-        raise UsageError(f"transformers {version} is not pinned; run `patcher pin {version}` first")
+        raise UsageError(
+            f"transformers {version} is not pinned{' for ' + fam.name if fam.pins_subdir else ''}; "
+            f"run `patcher pin{fam.option} {version}` first"
+        )
     return pin
 
 
-def _download_checked(pin: Pin, cache: BlobCache) -> dict[str, bytes]:
+def _download_checked(pin: Pin, cache: BlobCache, fam: Family) -> dict[str, bytes]:
     """Download the pinned wheel, check it and both files against the pin, cache the files."""
     with tempfile.TemporaryDirectory(prefix="patcher-fetch-") as tmp:
         try:
@@ -109,7 +118,7 @@ def _download_checked(pin: Pin, cache: BlobCache) -> dict[str, bytes]:
                 f"wheel {wheel.name} has sha256 {actual} but the pin of transformers {pin.version} "
                 f"({pin.wheel}) says {pin.wheel_sha256}; check your package index or mirror"
             )
-        contents = read_gemma_files(wheel)
+        contents = read_gemma_files(wheel, fam)
     for name, data in contents.items():
         actual = sha256_bytes(data)
         if actual != pin.files[name]:
@@ -127,27 +136,30 @@ def fetch(
     *,
     progress: Progress | None = None,
     cache: BlobCache | None = None,
+    model: Family | str | None = None,
 ) -> Upstream:
-    """The pinned upstream files of release ``version``, from the cache or its wheel.
+    """The pinned upstream files of release ``version`` (of the family ``model``, default
+    gemma), from the cache or its wheel.
 
     ``version`` must be a pinned release (see :func:`patcher.upstream.versions.resolve`); ``pins``
     defaults to :func:`patcher.upstream.pins.load_pins`, ``cache`` to the user cache.
     """
     progress = progress or _quiet
-    pin = _lookup_pin(version, pins)
+    fam = family(model)
+    pin = _lookup_pin(version, pins, fam)
     cache = cache if cache is not None else BlobCache()
     contents: dict[str, bytes] = {}
-    for name in GEMMA_FILES:
+    for name in fam.files:
         existed = cache.path(pin.files[name]).exists()
         data = cache.get(pin.files[name])
         if data is None and existed:
             progress(f"cache entry for {name} of transformers {version} was damaged; fetching it again")
         if data is not None:
             contents[name] = data
-    if len(contents) < len(GEMMA_FILES):
+    if len(contents) < len(fam.files):
         progress(f"downloading transformers=={version} ...")
-        contents = _download_checked(pin, cache)
-    return _from_pinned_bytes(pin, contents, f"pypi wheel {pin.wheel}")
+        contents = _download_checked(pin, cache, fam)
+    return _from_pinned_bytes(pin, contents, f"pypi wheel {pin.wheel}", fam)
 
 
 def _package_dir() -> Path:
@@ -203,9 +215,9 @@ def _pin_of_same_files(version: str, contents: Mapping[str, bytes], pins: Mappin
     return pin
 
 
-def _unpinned_installed(version: str, package: Path) -> str:
+def _unpinned_installed(version: str, package: Path, fam: Family) -> str:
     """What to do about an installed transformers that no pin covers."""
-    files = package / "models" / "gemma" / MODELING
+    files = package / "models" / fam.name / fam.modeling
     try:
         check_release(version)
     except UsageError:  # a post-release, pre-release or local build: `patcher pin` refuses it
@@ -214,12 +226,12 @@ def _unpinned_installed(version: str, package: Path) -> str:
             f"pinned; pass its files with --upstream {files}, or install a pinned final release"
         )
     return (
-        f"installed transformers {version} (at {package}) is not pinned; run `patcher pin {version}` "
-        "first, or pass its files with --upstream"
+        f"installed transformers {version} (at {package}) is not pinned; "
+        f"run `patcher pin{fam.option} {version}` first, or pass its files with --upstream"
     )
 
 
-def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
+def from_installed(pins: Mapping[str, Pin] | None = None, model: Family | str | None = None) -> Upstream:
     """The Gemma files of the transformers importable beside patcher, checked against its pin.
 
     The package is located, never imported (importing transformers takes seconds and may
@@ -229,25 +241,29 @@ def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
     version = _installed_version(package)
     if version is None:
         raise UsageError(f"cannot tell which transformers version is installed at {package}; reinstall it")
-    gemma = package / "models" / "gemma"
+    fam = family(model)
+    gemma = package / "models" / fam.name
     contents: dict[str, bytes] = {}
-    for name in GEMMA_FILES:
+    for name in fam.files:
         try:
             check_size((gemma / name).stat().st_size, f"installed {gemma / name}", UsageError)
             contents[name] = (gemma / name).read_bytes()
         except FileNotFoundError:
             raise UsageError(
-                f"installed transformers {version} at {package} has no models/gemma/{name}; "
+                f"installed transformers {version} at {package} has no models/{fam.name}/{name}; "
+                f"patcher's {fam.prefix} starts at transformers {fam.first}"
+                if fam.pins_subdir
+                else f"installed transformers {version} at {package} has no models/gemma/{name}; "
                 f"Gemma first appears in transformers {FIRST_GEMMA}"
             ) from None
         except OSError as exc:
             raise UsageError(f"cannot read {gemma / name}: {exc.strerror}") from exc
-    pins = load_pins() if pins is None else pins
+    pins = load_pins(model=fam) if pins is None else pins
     pin = next((p for v, p in pins.items() if _same_release(v, version)), None)
     if pin is None:
         pin = _pin_of_same_files(version, contents, pins)
     if pin is None:
-        raise UsageError(_unpinned_installed(version, package))
+        raise UsageError(_unpinned_installed(version, package, fam))
     for name, data in contents.items():
         actual = sha256_bytes(data)
         if actual != pin.files[name]:
@@ -255,7 +271,7 @@ def from_installed(pins: Mapping[str, Pin] | None = None) -> Upstream:
                 f"installed {gemma / name} has sha256 {actual} but the pin of transformers {pin.version} "
                 f"says {pin.files[name]} (modified locally?); reinstall transformers=={pin.version}"
             )
-    return _from_pinned_bytes(pin, contents, f"installed transformers {version} at {package}")
+    return _from_pinned_bytes(pin, contents, f"installed transformers {version} at {package}", fam)
 
 
 def _read_local(path: Path) -> bytes:
@@ -286,7 +302,9 @@ def _python_text(data: bytes, path: Path) -> str:
     return text
 
 
-def from_files(modeling_path: Path, configuration_path: Path | None = None) -> Upstream:
+def from_files(
+    modeling_path: Path, configuration_path: Path | None = None, model: Family | str | None = None
+) -> Upstream:
     """Upstream files given as paths (unpinned, so unchecked); ``version`` is None."""
     modeling_bytes = _read_local(modeling_path)
     config_bytes = _read_local(configuration_path) if configuration_path is not None else None
@@ -301,4 +319,5 @@ def from_files(modeling_path: Path, configuration_path: Path | None = None) -> U
         configuration_sha256=sha256_bytes(config_bytes) if config_bytes is not None else None,
         origin=origin,
         paths=(str(modeling_path), str(configuration_path) if configuration_path is not None else None),
+        model=family(model).name,
     )

@@ -21,8 +21,9 @@ from packaging.version import InvalidVersion, Version
 from patcher.errors import UpstreamError, UsageError
 from patcher.upstream import pypi
 from patcher.upstream.cache import BlobCache
+from patcher.upstream.families import Family, family
 from patcher.upstream.versions import check_release
-from patcher.upstream.wheel import GEMMA_FILES, read_gemma_files, sha256_file
+from patcher.upstream.wheel import read_gemma_files, sha256_file
 
 PINS_DIR = Path(__file__).resolve().parents[2] / "upstream_pins"
 RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
@@ -50,18 +51,18 @@ class Pin:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def pins_dir(directory: Path | None = None) -> Path:
-    """``directory`` if given, else ``$PATCHER_PINS_DIR``, else the repository's PINS_DIR."""
-    if directory is not None:
-        return Path(directory)
-    return Path(os.environ.get("PATCHER_PINS_DIR") or PINS_DIR)
+def pins_dir(directory: Path | None = None, model: Family | str | None = None) -> Path:
+    """``directory`` if given, else ``$PATCHER_PINS_DIR``, else the repository's PINS_DIR; a
+    family other than gemma keeps its pins in a subdirectory of it (``mistral/``)."""
+    root = Path(directory) if directory is not None else Path(os.environ.get("PATCHER_PINS_DIR") or PINS_DIR)
+    return root / family(model).pins_subdir
 
 
 def _bad_pin(path: Path, why: str) -> UsageError:
     return UsageError(f"pin file {path} is invalid ({why}); restore it from git or re-run `patcher pin`")
 
 
-def _parse_pin(path: Path) -> Pin:
+def _parse_pin(path: Path, fam: Family) -> Pin:
     """Read and validate one pin file; the file name must be ``<version>.json``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,17 +87,19 @@ def _parse_pin(path: Path) -> Pin:
         raise _bad_pin(
             path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel"
         )
-    if not isinstance(files, dict) or set(files) != set(GEMMA_FILES):
-        raise _bad_pin(path, f"files must name exactly {', '.join(GEMMA_FILES)}")
+    if not isinstance(files, dict) or set(files) != set(fam.files):
+        raise _bad_pin(path, f"files must name exactly {', '.join(fam.files)}")
     for digest in (wheel_sha, *files.values()):
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise _bad_pin(path, f"{digest!r} is not a lowercase hex sha256")
     return Pin(version=version, wheel=wheel, wheel_sha256=wheel_sha, files=dict(files))
 
 
-def load_pins(directory: Path | None = None) -> dict[str, Pin]:
-    """All pins, keyed by version, oldest release first.  A missing directory has none."""
-    root = pins_dir(directory)
+def load_pins(directory: Path | None = None, model: Family | str | None = None) -> dict[str, Pin]:
+    """All pins of a family (default gemma), keyed by version, oldest release first.  A
+    missing directory has none."""
+    fam = family(model)
+    root = pins_dir(directory, fam)
     if not root.is_dir():
         return {}
     pins = []
@@ -107,7 +110,7 @@ def load_pins(directory: Path | None = None) -> dict[str, Pin]:
             key = Version(path.stem)
         except InvalidVersion:
             raise _bad_pin(path, "its name is not <version>.json") from None
-        pins.append((key, _parse_pin(path)))
+        pins.append((key, _parse_pin(path, fam)))
     return {pin.version: pin for _, pin in sorted(pins, key=lambda item: item[0])}
 
 
@@ -139,9 +142,9 @@ def write_text_atomically(path: Path, text: str) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def check_writable(directory: Path | None = None) -> None:
+def check_writable(directory: Path | None = None, model: Family | str | None = None) -> None:
     """Refuse, before any download, a pins directory that cannot take a new pin."""
-    root = pins_dir(directory)
+    root = pins_dir(directory, model)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", suffix=".tmp"):
@@ -150,9 +153,9 @@ def check_writable(directory: Path | None = None) -> None:
         raise cannot_write(root / "<version>.json", exc) from None
 
 
-def write_pin(pin: Pin, directory: Path | None = None) -> Path:
+def write_pin(pin: Pin, directory: Path | None = None, model: Family | str | None = None) -> Path:
     """Write ``<directory>/<version>.json`` atomically and return its path."""
-    target = pins_dir(directory) / f"{pin.version}.json"
+    target = pins_dir(directory, model) / f"{pin.version}.json"
     write_text_atomically(target, pin.to_json())
     return target
 
@@ -171,12 +174,18 @@ def _refuse_yanked(version: str) -> None:
         raise UsageError(f"transformers {version} is yanked on PyPI{why}; pin another release")
 
 
-def pin_release(version: str, directory: Path | None = None, cache: BlobCache | None = None) -> Pin:
+def pin_release(
+    version: str,
+    directory: Path | None = None,
+    cache: BlobCache | None = None,
+    model: Family | str | None = None,
+) -> Pin:
     """Download ``version``'s wheel, record its digests as a pin, and cache its Gemma files.
 
     Refuses malformed versions, releases before Gemma (4.38.0), pre-releases and yanked
     releases.  Re-pinning an already pinned release rewrites an identical file.
     """
+    fam = family(model)
     version = check_release(version)
     _refuse_yanked(version)
     cache = cache if cache is not None else BlobCache()
@@ -188,10 +197,10 @@ def pin_release(version: str, directory: Path | None = None, cache: BlobCache | 
                 f"pip downloaded {wheel.name} for transformers=={version}; expected {expected}*"
             )
         wheel_sha = sha256_file(wheel)
-        contents = read_gemma_files(wheel)
+        contents = read_gemma_files(wheel, fam)
     files = {name: cache.put(data) for name, data in sorted(contents.items())}
     pin = Pin(version=version, wheel=wheel.name, wheel_sha256=wheel_sha, files=files)
-    write_pin(pin, directory)
+    write_pin(pin, directory, fam)
     return pin
 
 

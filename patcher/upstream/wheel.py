@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 from patcher.errors import UpstreamError
+from patcher.upstream.families import Family, family
 
 MODELING = "modeling_gemma.py"
 CONFIGURATION = "configuration_gemma.py"
@@ -41,17 +42,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_gemma_files(wheel: Path) -> dict[str, bytes]:
-    """``{"configuration_gemma.py": bytes, "modeling_gemma.py": bytes}`` from a wheel."""
+def read_gemma_files(wheel: Path, model: Family | str | None = None) -> dict[str, bytes]:
+    """``{"configuration_gemma.py": bytes, "modeling_gemma.py": bytes}`` from a wheel (the
+    files of another family with ``model``)."""
+    fam = family(model)
     try:
         with zipfile.ZipFile(wheel) as archive:
             names = set(archive.namelist())
             found = {}
-            for name in GEMMA_FILES:
-                member = f"{GEMMA_DIR}/{name}"
+            for name in fam.files:
+                member = f"{fam.upstream_dir}/{name}"
                 if member not in names:
                     raise UpstreamError(
-                        f"wheel {wheel.name} has no {member}; Gemma needs transformers >= 4.38"
+                        f"wheel {wheel.name} has no {member}; {fam.prefix} needs transformers >= {fam.first}"
                     )
                 check_size(archive.getinfo(member).file_size, f"{member} in wheel {wheel.name}")
                 found[name] = archive.read(member)

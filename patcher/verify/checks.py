@@ -58,6 +58,15 @@ PAD_TAIL = 3  # right padding: the second row's last positions are masked
 PACKAGE = "vacc_gemma"
 OUTPUT_FILES = ("modeling_gemma_vacc.py", "configuration_gemma_vacc.py", "quantization_vacc.py")
 CONFIGS = {"mqa": 1, "mha": 4}
+#: The families the checks know: (class prefix, extra config of the tiny model).  Mistral's
+#: window is longer than any test sequence (SEQ, PROMPT + NEW_TOKENS): with it the vacc plain
+#: causal mask must give upstream's numbers; ``check_sliding_window`` then shortens it.
+FAMILIES = {"gemma": ("Gemma", {}), "mistral": ("Mistral", {"sliding_window": 32})}
+#: Checks that only some families have (reported after the common ones).
+FAMILY_CHECKS = {"mistral": ("sliding_window",)}
+#: A window shorter than the sequences, where the vacc form (plain causal) must differ.
+SHORT_WINDOW = 3
+MODEL, CLASS_PREFIX = "gemma", "Gemma"  # set by --model (set_family)
 CHECK_NAMES = (
     "state_dict",
     "logits",
@@ -84,6 +93,18 @@ DEFAULT_OPSETS = (17,)
 STANDARD_GENERATE_KWARGS = {"past_key_values", "attention_mask", "inputs_embeds", "use_cache", "position_ids"}
 
 
+def set_family(model: str) -> None:
+    """Check the family ``model``: its classes, files and tiny config."""
+    global MODEL, CLASS_PREFIX
+    MODEL, CLASS_PREFIX = model, FAMILIES[model][0]
+
+
+def N(name: str) -> str:
+    """``name`` (spelled for Gemma) for the family under test: ``GemmaForCausalLM`` ->
+    ``MistralForCausalLM``, ``modeling_gemma_vacc`` -> ``modeling_mistral_vacc``."""
+    return name.replace("Gemma", CLASS_PREFIX).replace("gemma", MODEL)
+
+
 class CheckFailed(Exception):
     """A check ran and found a difference; the message is the report's detail."""
 
@@ -108,6 +129,7 @@ def model_kwargs(num_key_value_heads: int) -> dict:
         head_dim=16,
         max_position_embeddings=64,
         pad_token_id=0,
+        **FAMILIES[MODEL][1],
     )
 
 
@@ -137,12 +159,12 @@ def import_output(output_dir: Path, workdir: Path):
     """Import OUTPUT_DIR as package ``vacc_gemma`` so its relative imports resolve."""
     package = workdir / PACKAGE
     package.mkdir()
-    for name in OUTPUT_FILES:
+    for name in map(N, OUTPUT_FILES):
         shutil.copy(output_dir / name, package / name)
     (package / "__init__.py").write_text("")
     sys.path.insert(0, str(workdir))
-    modeling = importlib.import_module(f"{PACKAGE}.modeling_gemma_vacc")
-    configuration = importlib.import_module(f"{PACKAGE}.configuration_gemma_vacc")
+    modeling = importlib.import_module(f"{PACKAGE}.{N('modeling_gemma_vacc')}")
+    configuration = importlib.import_module(f"{PACKAGE}.{N('configuration_gemma_vacc')}")
     quantization = importlib.import_module(f"{PACKAGE}.quantization_vacc")
     return modeling, configuration, quantization
 
@@ -185,11 +207,11 @@ class Case:
         self.kv_heads = kv_heads
         self.upstream_mod = upstream_mod
         self.modeling = modeling
-        self.vacc_config_cls = configuration.GemmaConfig
-        self.upstream_config = eager_config(upstream_mod.GemmaConfig, **self.kwargs)
-        self.upstream = randomise(upstream_mod.GemmaForCausalLM(self.upstream_config), SEED)
+        self.vacc_config_cls = getattr(configuration, N("GemmaConfig"))
+        self.upstream_config = eager_config(getattr(upstream_mod, N("GemmaConfig")), **self.kwargs)
+        self.upstream = randomise(getattr(upstream_mod, N("GemmaForCausalLM"))(self.upstream_config), SEED)
         self.vacc_config = self.vacc_config_cls(**self.kwargs)
-        self.vacc = modeling.GemmaForCausalLM(self.vacc_config).eval()
+        self.vacc = getattr(modeling, N("GemmaForCausalLM"))(self.vacc_config).eval()
         self.load = self.vacc.load_state_dict(self.upstream.state_dict(), strict=False)
 
         generator = torch.Generator().manual_seed(SEED + 1)
@@ -208,7 +230,9 @@ class Case:
 
     def vacc_from_weights(self, **extra):
         """A fresh vacc model with extra config entries, carrying the upstream weights."""
-        model = self.modeling.GemmaForCausalLM(self.vacc_config_cls(**self.kwargs, **extra)).eval()
+        model = getattr(self.modeling, N("GemmaForCausalLM"))(
+            self.vacc_config_cls(**self.kwargs, **extra)
+        ).eval()
         model.load_state_dict(self.upstream.state_dict(), strict=True)
         return model
 
@@ -421,12 +445,12 @@ def check_strided_slice(case: Case) -> str:
 def check_sequence_classification(case: Case) -> str:
     kwargs = dict(case.kwargs, num_labels=3)
     upstream = randomise(
-        case.upstream_mod.GemmaForSequenceClassification(
-            eager_config(case.upstream_mod.GemmaConfig, **kwargs)
+        getattr(case.upstream_mod, N("GemmaForSequenceClassification"))(
+            eager_config(getattr(case.upstream_mod, N("GemmaConfig")), **kwargs)
         ),
         SEED + 2,
     )
-    vacc = case.modeling.GemmaForSequenceClassification(case.vacc_config_cls(**kwargs)).eval()
+    vacc = getattr(case.modeling, N("GemmaForSequenceClassification"))(case.vacc_config_cls(**kwargs)).eval()
     load = vacc.load_state_dict(upstream.state_dict(), strict=False)
     if load.missing_keys or load.unexpected_keys:
         raise CheckFailed(f"state_dict: missing {load.missing_keys}; unexpected {load.unexpected_keys}")
@@ -443,16 +467,18 @@ def check_token_classification(case: Case) -> str:
     same logits on right-padded input (compared where the mask is 1), as tuple and as
     ``return_dict=True``.  Skipped, saying so, when upstream has no token classifier (before
     4.42); an output lacking the class that upstream has fails."""
-    upstream_cls = getattr(case.upstream_mod, "GemmaForTokenClassification", None)
-    vacc_cls = getattr(case.modeling, "GemmaForTokenClassification", None)
+    upstream_cls = getattr(case.upstream_mod, N("GemmaForTokenClassification"), None)
+    vacc_cls = getattr(case.modeling, N("GemmaForTokenClassification"), None)
     if upstream_cls is None and vacc_cls is None:
-        raise CheckSkipped(f"{case.upstream_name} has no GemmaForTokenClassification")
+        raise CheckSkipped(f"{case.upstream_name} has no {N('GemmaForTokenClassification')}")
     if upstream_cls is None:
-        raise CheckFailed("the output has a GemmaForTokenClassification that upstream lacks")
+        raise CheckFailed(f"the output has a {N('GemmaForTokenClassification')} that upstream lacks")
     if vacc_cls is None:
-        raise CheckFailed("the output lacks upstream's GemmaForTokenClassification")
+        raise CheckFailed(f"the output lacks upstream's {N('GemmaForTokenClassification')}")
     kwargs = dict(case.kwargs, num_labels=3)
-    upstream = randomise(upstream_cls(eager_config(case.upstream_mod.GemmaConfig, **kwargs)), SEED + 3)
+    upstream = randomise(
+        upstream_cls(eager_config(getattr(case.upstream_mod, N("GemmaConfig")), **kwargs)), SEED + 3
+    )
     vacc = vacc_cls(case.vacc_config_cls(**kwargs)).eval()
     load = vacc.load_state_dict(upstream.state_dict(), strict=False)
     if load.missing_keys or load.unexpected_keys:
@@ -817,11 +843,12 @@ def check_from_pretrained(case: Case, workdir: Path) -> str:
     directory = workdir / f"checkpoint_{case.name}"
     case.upstream.save_pretrained(directory)
     files = {}
-    for name in OUTPUT_FILES:
+    for name in map(N, OUTPUT_FILES):
         with open(case.output_dir / name, encoding="utf-8", newline="") as handle:
             files[name] = handle.read()
-    checkpoint.install(directory, files)
-    if checkpoint.install(directory, files).changed:
+    family = {"auto_map": checkpoint.auto_map_for(MODEL, CLASS_PREFIX), "model_type": MODEL}
+    checkpoint.install(directory, files, **family)
+    if checkpoint.install(directory, files, **family).changed:
         raise CheckFailed("installing a second time changed the checkpoint")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -831,9 +858,11 @@ def check_from_pretrained(case: Case, workdir: Path) -> str:
     cls = type(model)
     module = cls.__module__
     # remote code is imported as transformers_modules.<checkpoint dir>.<file>
-    remote = module.startswith("transformers_modules.") and module.endswith(".modeling_gemma_vacc")
-    if cls.__name__ != "GemmaForCausalLM" or not remote:
-        raise CheckFailed(f"loaded {module}.{cls.__name__}, not the checkpoint's vacc GemmaForCausalLM")
+    remote = module.startswith("transformers_modules.") and module.endswith(N(".modeling_gemma_vacc"))
+    if cls.__name__ != N("GemmaForCausalLM") or not remote:
+        raise CheckFailed(
+            f"loaded {module}.{cls.__name__}, not the checkpoint's vacc {N('GemmaForCausalLM')}"
+        )
     missing, unexpected = list(info.get("missing_keys", ())), list(info.get("unexpected_keys", ()))
     if missing or unexpected:
         raise CheckFailed(f"from_pretrained: missing {missing or 'none'}; unexpected {unexpected or 'none'}")
@@ -859,10 +888,44 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")
 
 
+class VendorDecision(Exception):
+    """The output differs from upstream where the vendor decided it should; neither a pass nor
+    a failure (the message gives the numbers)."""
+
+
+def check_sliding_window(case: Case) -> str:
+    """Mistral with a window shorter than the sequence (SHORT_WINDOW < SEQ): upstream masks the
+    keys older than the window, the vacc form's mask is plain causal (the vendor's decision).
+    Reported as that decision when the vacc logits equal upstream's without a window and differ
+    from upstream's windowed ones; a vacc model that depends on the window fails."""
+    kwargs = {**case.kwargs, "sliding_window": SHORT_WINDOW}
+    config = eager_config(getattr(case.upstream_mod, N("GemmaConfig")), **kwargs)
+    upstream = getattr(case.upstream_mod, N("GemmaForCausalLM"))(config).eval()
+    upstream.load_state_dict(case.upstream.state_dict(), strict=True)
+    vacc = getattr(case.modeling, N("GemmaForCausalLM"))(case.vacc_config_cls(**kwargs)).eval()
+    vacc.load_state_dict(case.upstream.state_dict(), strict=True)
+    with torch.no_grad():
+        windowed = upstream(case.input_ids, attention_mask=case.ones).logits
+    logits = case.vacc_logits(vacc)
+    plain = max_diff(logits, case.upstream_logits)
+    if plain > ATOL:
+        raise CheckFailed(
+            f"the vacc logits depend on sliding_window (max abs diff {plain:.2e} from the unwindowed)"
+        )
+    delta = max_diff(logits, windowed)
+    what = f"sliding_window={SHORT_WINDOW} < {SEQ} tokens"
+    if delta <= ATOL:
+        return f"{what}: upstream's eager attention does not window here either ({delta:.2e})"
+    raise VendorDecision(
+        f"{what}: plain causal mask, as the vendor decided; upstream's windowed logits differ by "
+        f"{delta:.2e}, the vacc ones equal upstream's unwindowed ({plain:.2e})"
+    )
+
+
 def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
     """Run every check for one config; never let one check stop the next."""
     results = []
-    for check in CHECK_NAMES:
+    for check in (*CHECK_NAMES, *FAMILY_CHECKS.get(MODEL, ())):
         started = time.monotonic()
         function = globals()[f"check_{check}"]
         try:
@@ -878,13 +941,19 @@ def run_case(name: str, case: Case, workdir: Path) -> list[dict]:
             results.append(_record(check, name, "exception", str(raised), started))
         except CheckSkipped as skipped:
             results.append(_record(check, name, "skipped", str(skipped), started))
+        except VendorDecision as decision:
+            results.append(_record(check, name, "decision", str(decision), started))
         except Exception as error:
             traceback.print_exc()
             results.append(_record(check, name, "fail", _error_line(error), started))
     return results
 
 
-GEMMA = "transformers.models.gemma"
+GEMMA = "transformers.models.gemma"  # the package of the family under test: see package()
+
+
+def family_package() -> str:
+    return N(GEMMA)
 
 
 def install_overlay(modeling: Path, configuration: Path | None):
@@ -896,12 +965,12 @@ def install_overlay(modeling: Path, configuration: Path | None):
     modules and the auto mappings included, then finds the overlay.  Returns the modeling
     module.  Refuses to run when Gemma was imported already (the overlay would not be seen).
     """
-    package = importlib.import_module(GEMMA)
+    package = importlib.import_module(family_package())
     loaded = []
-    for name, path in (("configuration_gemma", configuration), ("modeling_gemma", modeling)):
+    for name, path in ((N("configuration_gemma"), configuration), (N("modeling_gemma"), modeling)):
         if path is None:
             continue
-        qualified = f"{GEMMA}.{name}"
+        qualified = f"{N(GEMMA)}.{name}"
         if qualified in sys.modules:
             raise RuntimeError(f"{qualified} was imported before the local upstream could replace it")
         spec = importlib.util.spec_from_file_location(qualified, path)
@@ -924,16 +993,16 @@ def ensure_overlay_seen(upstream_mod, with_configuration: bool) -> None:
     import transformers
     from transformers.models.auto import configuration_auto, modeling_auto
 
-    config_cls = upstream_mod.GemmaConfig
-    lm = "GemmaForCausalLM"
+    config_cls = getattr(upstream_mod, N("GemmaConfig"))
+    lm = N("GemmaForCausalLM")
     expected = {
-        f"{GEMMA}.{lm}": (getattr(sys.modules[GEMMA], lm, None), lm),
+        f"{N(GEMMA)}.{lm}": (getattr(sys.modules[N(GEMMA)], lm, None), lm),
         f"transformers.{lm}": (getattr(transformers, lm, None), lm),
         "AutoModelForCausalLM": (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[config_cls], lm),
-        "AutoModel": (modeling_auto.MODEL_MAPPING[config_cls], "GemmaModel"),
+        "AutoModel": (modeling_auto.MODEL_MAPPING[config_cls], N("GemmaModel")),
     }
     if with_configuration:
-        expected["AutoConfig"] = (configuration_auto.CONFIG_MAPPING["gemma"], "GemmaConfig")
+        expected["AutoConfig"] = (configuration_auto.CONFIG_MAPPING[MODEL], N("GemmaConfig"))
     wrong = [where for where, (cls, name) in expected.items() if cls is not getattr(upstream_mod, name)]
     if wrong:
         raise RuntimeError(f"transformers does not use the local upstream for {', '.join(wrong)}")
@@ -966,8 +1035,8 @@ def run(
                 ensure_overlay_seen(upstream_mod, overlay[1] is not None)
                 upstream_name = "the local upstream"
             else:
-                upstream_mod = importlib.import_module(f"{GEMMA}.modeling_gemma")
-                upstream_name = f"transformers {transformers.__version__}'s modeling_gemma.py"
+                upstream_mod = importlib.import_module(f"{N(GEMMA)}.{N('modeling_gemma')}")
+                upstream_name = f"transformers {transformers.__version__}'s {N('modeling_gemma')}.py"
             what = "import"
             modeling, configuration, _ = import_output(output_dir, workdir)
         except Exception as error:
@@ -1019,6 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help="also write the JSON result to this file")
     parser.add_argument("--upstream", type=Path, help="a local modeling_gemma.py as the reference")
     parser.add_argument("--config-upstream", type=Path, help="with --upstream: its configuration_gemma.py")
+    parser.add_argument("--model", default="gemma", choices=sorted(FAMILIES), help="the model family")
     parser.add_argument(
         "--opsets",
         default=",".join(map(str, DEFAULT_OPSETS)),
@@ -1032,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_upstream is not None and args.upstream is None:
         parser.error("--config-upstream goes with --upstream")
     torch.set_grad_enabled(False)
+    set_family(args.model)
     overlay = None if args.upstream is None else (args.upstream, args.config_upstream)
     document = run(args.output_dir, overlay, opsets)
     text = json.dumps(document, ensure_ascii=False)

@@ -80,9 +80,11 @@ class Outcome:
             return f"toolchain refuses: {self.error}"
         assert self.report is not None
         skipped = len(self.report.skipped)  # not applicable: neither passed nor failed
+        decisions = sum(1 for check in self.report.checks if check.decision)
         total = len(self.report.checks) - skipped
         passed = total - len(self.report.failed)
-        suffix = f", {skipped} n/a" if skipped else ""
+        suffix = f", {skipped - decisions} n/a" if skipped - decisions else ""
+        suffix += f", {decisions} vendor decision" if decisions else ""
         if self.result == "passed":
             return f"passed {passed}/{total}{suffix}"
         return f"FAILED {passed}/{total} ({failed_checks(self.report)}){suffix}"
@@ -143,17 +145,21 @@ def verify_all(
     jobs: int = 1,
     progress: Progress | None = None,
     toolchain: Toolchain = toolchains.CURRENT,
+    model: str = "gemma",
 ) -> list[Outcome]:
-    """Regenerate and verify each release of ``versions`` (default: every pinned release) on
-    ``toolchain``."""
+    """Regenerate and verify each release of ``versions`` (default: every pinned release) of
+    the family ``model`` on ``toolchain``."""
     from patcher.series import batch
     from patcher.verify import release
     from patcher.verify.envs import EnvError, ToolchainRefused
 
     say = progress or (lambda message: None)
-    versions = list(pins.load_pins()) if versions is None else list(dict.fromkeys(versions))
-    # generation's own "[k/n]" lines count upstream files; only the verification ones are shown
-    outputs = batch.generate_many(versions, jobs=2, progress=lambda m: m.startswith("[") or say(m))
+    versions = list(pins.load_pins(model=model)) if versions is None else list(dict.fromkeys(versions))
+    if model == "gemma":
+        # generation's own "[k/n]" lines count upstream files; only the verification ones are shown
+        outputs = batch.generate_many(versions, jobs=2, progress=lambda m: m.startswith("[") or say(m))
+    else:
+        outputs = _generate_family(versions, model)
     total = len(versions)
     lock = threading.Lock()
 
@@ -174,7 +180,9 @@ def verify_all(
                     say(f"{tag}: {message}")
 
             try:
-                report = release.verify_output(version, out_dir, progress=relay, toolchain=toolchain)
+                report = release.verify_output(
+                    version, out_dir, progress=relay, toolchain=toolchain, model=model
+                )
             except ToolchainRefused as refused:
                 outcome = Outcome(version, "refused", time.monotonic() - started, error=refused.reason)
             except PatcherError as exc:  # the environment could not be built, or bad input
@@ -198,6 +206,21 @@ def verify_all(
             return [future.result() for future in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _generate_family(versions: list[str], model: str) -> dict:
+    """Each release's output (or its DriftError) for a family other than gemma, one after the
+    other; the output cache still shares work between releases with the same upstream."""
+    from patcher.series.reuse import generate_cached
+    from patcher.upstream import fetch
+
+    outputs: dict = {}
+    for version in versions:
+        try:
+            outputs[version] = generate_cached(fetch.fetch(version, model=model))
+        except DriftError as exc:
+            outputs[version] = exc
+    return outputs
 
 
 def _write_scratch(files: dict[str, str], out_dir: Path) -> None:
@@ -281,7 +304,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {jobs}")
     started = time.monotonic()
-    outcomes = verify_all(jobs=jobs, progress=say, toolchain=toolchain)
+    outcomes = verify_all(jobs=jobs, progress=say, toolchain=toolchain, model=args.model)
     seconds = time.monotonic() - started
     if args.json:
         document = {
@@ -306,6 +329,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         problem = "--dir verifies the files found in DIR; it goes with neither --all nor --upstream"
     elif args.dir is not None and not args.dir.strip():
         problem = "--dir is empty; give the directory holding the vacc files"
+    elif args.dir is not None and args.model != "gemma":
+        problem = "--dir verifies gemma files only so far; verify mistral with --transformers or --all"
     elif args.dir is not None and args.jobs is not None:
         problem = "--jobs goes with --all"
     elif args.all and local:
@@ -325,13 +350,13 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UsageError(f"{problem} (see `patcher verify --help`)")
 
 
-def _release(spec: str) -> str:
+def _release(spec: str, model: str = "gemma") -> str:
     """The pinned release SPEC names (``installed``: the installed one, its files checked)."""
     from patcher.upstream import fetch, versions
 
     if spec.strip().lower() == "installed":
-        return fetch.from_installed().version
-    return versions.resolve(spec, pins.load_pins())
+        return fetch.from_installed(model=model).version
+    return versions.resolve(spec, pins.load_pins(model=model))
 
 
 def _verify_one(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -> int:
@@ -350,12 +375,14 @@ def _verify_one(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
     if args.upstream is not None:
         from patcher.upstream import fetch
 
-        version = _release(args.transformers)
-        local = fetch.from_files(*local_upstream_paths(args.upstream, args.config_upstream))
+        version = _release(args.transformers, args.model)
+        local = fetch.from_files(
+            *local_upstream_paths(args.upstream, args.config_upstream, args.model), args.model
+        )
         output = generate_cached(local)
         overlay = release.Overlay.from_upstream(local)
     else:
-        up = upstream_for(args.transformers)
+        up = upstream_for(args.transformers, model=args.model)
         if up.version is None:
             raise UsageError("verify needs a release (its environment); a local file has none")
         version = up.version
@@ -363,7 +390,9 @@ def _verify_one(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
     with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         write_output(output.files, out_dir)
-        report = release.verify_output(version, out_dir, progress=say, overlay=overlay, toolchain=toolchain)
+        report = release.verify_output(
+            version, out_dir, progress=say, overlay=overlay, toolchain=toolchain, model=args.model
+        )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -33,7 +33,8 @@ from rich.table import Table
 from rich.text import Text
 
 from patcher.errors import UsageError
-from patcher.series.contract import OUTPUT_FILES
+from patcher.series.contract import OUTPUT_FILES, output_files  # noqa: F401 (OUTPUT_FILES: re-exported)
+from patcher.upstream.families import family
 from patcher.verify import toolchains
 from patcher.verify.envs import Env, Progress, ensure_env, installed_versions, moved_pins
 from patcher.verify.toolchains import Toolchain
@@ -70,7 +71,7 @@ CHECK_NAMES: tuple[str, ...] = _from_checks("CHECK_NAMES")
 CONFIGS: tuple[str, ...] = tuple(_from_checks("CONFIGS"))
 #: The packages of a toolchain whose versions the check process reports.
 STACK = ("torch", "onnx", "onnxruntime", "onnxsim")
-STATUSES = ("pass", "fail", "exception", "skipped")
+STATUSES = ("pass", "fail", "exception", "skipped", "decision")
 DEFAULT_TIMEOUT = 1800.0
 STDERR_TAIL_LINES = 40
 
@@ -83,7 +84,9 @@ class CheckResult:
     raised while driving the tuple-cache model (SPEC allows reporting that with its reason);
     it does not count as passed; or ``skipped``: the check does not apply because upstream
     lacks what it compares (token classification before 4.42), with the reason as detail.
-    A skipped check is neither passed nor failed.
+    A skipped check is neither passed nor failed.  ``decision``: the output differs from upstream
+    where the vendor decided it should (Mistral's sliding window shorter than the sequence: the
+    vacc mask is plain causal); neither passed nor failed either, and reported as such.
     """
 
     name: str
@@ -98,7 +101,12 @@ class CheckResult:
 
     @property
     def skipped(self) -> bool:
-        return self.status == "skipped"
+        """Neither passed nor failed: not applicable, or a documented vendor decision."""
+        return self.status in ("skipped", "decision")
+
+    @property
+    def decision(self) -> bool:
+        return self.status == "decision"
 
 
 @dataclass(frozen=True)
@@ -270,8 +278,10 @@ def verify_output(
     timeout: float = DEFAULT_TIMEOUT,
     overlay: Overlay | None = None,
     toolchain: Toolchain = toolchains.CURRENT,
+    model: str = "gemma",
 ) -> VerifyReport:
-    """Verify the outputs in ``output_dir`` against transformers ``version``'s upstream.
+    """Verify the outputs in ``output_dir`` against transformers ``version``'s upstream (of the
+    family ``model``).
 
     With ``overlay``, the reference is that local upstream instead, run in ``version``'s
     environment (which stays as it is).  Builds the release's environment on ``toolchain``
@@ -279,7 +289,7 @@ def verify_output(
     :class:`patcher.envs.ToolchainRefused` when the toolchain cannot run the release.
     """
     output_dir = Path(output_dir)
-    missing = [name for name in OUTPUT_FILES if not (output_dir / name).is_file()]
+    missing = [name for name in output_files(family(model)) if not (output_dir / name).is_file()]
     if missing:
         raise UsageError(f"{output_dir} lacks {', '.join(missing)}: run `patcher apply` first")
     env = env or ensure_env(version, progress, toolchain)
@@ -291,6 +301,8 @@ def verify_output(
         result_file = Path(tmp) / "result.json"
         cmd = [str(env.python), str(CHECKS_SCRIPT), str(output_dir.resolve()), "--result", str(result_file)]
         cmd += ["--opsets", ",".join(map(str, toolchain.opsets))]
+        if model != "gemma":
+            cmd += ["--model", model]
         if overlay is not None:
             modeling, configuration = overlay.write(Path(tmp) / "overlay")
             cmd += ["--upstream", str(modeling)]
@@ -336,16 +348,19 @@ _MARKS = {
     "fail": ("✗", "red"),
     "exception": ("!", "yellow"),
     "skipped": ("–", "dim"),
+    "decision": ("≠", "cyan"),
 }
-_LABELS = {"exception": "exception: ", "skipped": "not applicable: "}
+_LABELS = {"exception": "exception: ", "skipped": "not applicable: ", "decision": "vendor decision: "}
 
 
 def summary(report: VerifyReport) -> str:
     """``27/28 checks passed`` (``, 2 not applicable``): skipped checks are counted apart."""
     skipped = len(report.skipped)
+    decisions = sum(1 for check in report.checks if check.decision)
     applicable = len(report.checks) - skipped
     text = f"{applicable - len(report.failed)}/{applicable} checks passed"
-    return text + (f", {skipped} not applicable" if skipped else "")
+    text += f", {skipped - decisions} not applicable" if skipped - decisions else ""
+    return text + (f", {decisions} vendor decision" if decisions else "")
 
 
 def build_table(report: VerifyReport) -> Table:

@@ -18,10 +18,14 @@ from patches._base import Change, Drift, VaccCodemod
 fixture = CodemodTest.make_fixture_data
 
 
-def apply(codemod: type[VaccCodemod], source: str, *, notice: str | None = None) -> tuple[str, Change]:
-    """Run one codemod on (dedented) ``source``: the new source, the shapes met, the lines changed."""
+def apply(
+    codemod: type[VaccCodemod], source: str, *, notice: str | None = None, traits: object | None = None
+) -> tuple[str, Change]:
+    """Run one codemod on (dedented) ``source``: the new source, the shapes met, the lines changed.
+    ``traits``: another model family's (``patcher.upstream.families.Traits``), as the engine passes them."""
     context = CodemodContext(filename=codemod.FILE)
     context.scratch["notice"] = notice
+    context.scratch["traits"] = traits
     instance = codemod(context)
     tree = instance.transform_module(cst.parse_module(fixture(source)))
     assert instance.change is not None
@@ -29,10 +33,16 @@ def apply(codemod: type[VaccCodemod], source: str, *, notice: str | None = None)
 
 
 def assert_codemod(
-    codemod: type[VaccCodemod], before: str, after: str, shapes: tuple[str, ...], *, notice: str | None = None
+    codemod: type[VaccCodemod],
+    before: str,
+    after: str,
+    shapes: tuple[str, ...],
+    *,
+    notice: str | None = None,
+    traits: object | None = None,
 ) -> None:
     """``before`` becomes exactly ``after``, and the codemod says which shapes it met."""
-    code, change = apply(codemod, before, notice=notice)
+    code, change = apply(codemod, before, notice=notice, traits=traits)
     assert code == fixture(after)
     assert change.shapes == shapes
 
@@ -51,10 +61,12 @@ def assert_idempotent(codemod: type[VaccCodemod], source: str, **kw: str | None)
     assert twice == once
 
 
-def assert_drift(codemod: type[VaccCodemod], source: str, target: str) -> Drift:
+def assert_drift(
+    codemod: type[VaccCodemod], source: str, target: str, *, traits: object | None = None
+) -> Drift:
     """The codemod refuses ``source`` with a Drift naming itself, ``target`` and its shapes."""
     with pytest.raises(Drift) as info:
-        apply(codemod, source)
+        apply(codemod, source, traits=traits)
     drift = info.value
     assert drift.codemod == codemod.NAME
     assert drift.target == target
