@@ -37,7 +37,7 @@ def best(fn, repeat: int) -> float:
     return min(times)
 
 
-REGENERATE = "from patcher import batch; batch.generate_many({versions!r}, jobs={jobs}, reuse=False)"
+REGENERATE = "from patcher.series import batch; batch.generate_many({versions!r}, jobs={jobs}, reuse=False)"
 
 
 def fresh_process(versions: list[str], jobs: int) -> None:
