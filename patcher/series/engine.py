@@ -107,6 +107,8 @@ def run(
         result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps)
     except RecursionError:
         raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
+    finally:
+        _shapes.forget_code()  # the run's renders (see _shapes.code) die with its trees
     if newline != "\n":
         result.code = result.code.replace("\n", newline)
         result.steps = [step.replace("\n", newline) for step in result.steps]
@@ -149,14 +151,14 @@ def _run(
         assert change is not None
         reports.append(Report(cls.NAME, file, change.shapes, change.added, change.removed))
         if keep_steps:
-            steps.append(module.code)
+            steps.append(_shapes.module_code(module))
     if drifts:
         raise DriftError(_drift_message(drifts, original, file))
     if notice and not _has_notice(module):  # a --codemod selection without the header's owner
         module = with_notice(module, notice)
         if len(steps) > 1:
-            steps[-1] = module.code
-    return Result(module.code, reports, steps)
+            steps[-1] = _shapes.module_code(module)
+    return Result(_shapes.module_code(module), reports, steps)
 
 
 def _has_notice(module: cst.Module) -> bool:
