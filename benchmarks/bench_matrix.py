@@ -80,8 +80,10 @@ def memo_ceiling(series, groups, release_source: str) -> list[str]:
     """Per codemod: in how many distinct forms its named units (``TARGETS`` that are
     qualified names) come across the distinct upstream files, and its share of the series'
     codemod time on the reference release; then the share of that time a perfect per-unit memo
-    could save (a codemod whose units take k forms in n files runs k times instead of n; the
-    pseudo-targets ``<imports>``/``<header>`` are counted as always shared, which flatters it)."""
+    could save (a codemod whose units take k forms in n files runs k times instead of n).  It is
+    a ceiling: the key counted here is the named units alone, while a sound key must also hold
+    whatever else the codemod reads (mask-helpers reads GemmaModel, quantize GemmaForCausalLM,
+    the import codemods the whole module), and the pseudo-targets count as always shared."""
     modules = [cst.parse_module(g[0].modeling) for g in groups]
     context = CodemodContext(filename="modeling_gemma.py")
     context.scratch["notice"] = None
