@@ -63,7 +63,8 @@ class Heartbeat:
                     continue
                 self.last = now
                 line = heartbeat_line(dict(self.running), now, self.started)
-            self.terminal.ensure_newline()
+            if getattr(self.terminal._tw, "width_of_current_line", 0):  # after xdist's dots
+                self.terminal.write("\n")
             self.terminal.write_line(line)
             self.terminal.flush()
 
