@@ -87,13 +87,16 @@ def memo_ceiling(series, groups, release_source: str) -> list[str]:
     modules = [cst.parse_module(g[0].modeling) for g in groups]
     context = CodemodContext(filename="modeling_gemma.py")
     context.scratch["notice"] = None
-    module, seconds = cst.parse_module(release_source), {}
-    for cls in series:
-        if cls.FILE != "modeling_gemma.py":
-            continue
-        start = time.perf_counter()
-        module = cls(context).transform_module(module)
-        seconds[cls.NAME] = time.perf_counter() - start
+    seconds: dict[str, float] = {}
+    for _ in range(3):  # the least disturbed of three runs, per codemod
+        module = cst.parse_module(release_source)
+        for cls in series:
+            if cls.FILE != "modeling_gemma.py":
+                continue
+            start = time.perf_counter()
+            module = cls(context).transform_module(module)
+            took = time.perf_counter() - start
+            seconds[cls.NAME] = min(seconds.get(cls.NAME, took), took)
     total = sum(seconds.values())
     lines, saved = [], 0.0
     for cls in series:
