@@ -9,8 +9,9 @@
   from the cache (the usual case) and with the series forced to run (PATCHER_OUTPUT_CACHE=0);
 * peak memory of ``patcher apply`` (target < 200 MB).
 
-Times are the minimum of ``--repeat`` runs (the least disturbed by other load).  The upstream
-file must be in the cache (run ``patcher apply`` once first).
+Times are the minimum of ``--repeat`` runs (the least disturbed by other load), and the machine's
+load is printed at the start and the end: on a shared machine only the ratios mean something.
+The upstream file must be in the cache (run ``patcher apply`` once first).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def child_seconds_and_rss(argv: list[str], repeat: int) -> tuple[float, float]:
     return min(times), peak
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -59,6 +64,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
+    print(f"start: {load()} on {os.cpu_count()} cores", flush=True)
     up = fetch.fetch(args.release, pins.load_pins())
     series = engine.load_series()
     source = up.modeling
@@ -102,6 +108,7 @@ def main() -> int:
             f"  apply, {label:<19} {seconds * 1000:8.1f} ms   / (import + parse) {ratio:5.2f}  (target <= 2)"
         )
     print(f"  apply peak RSS             {max(rss_reused, rss_fresh):8.1f} MB  (target < 200)")
+    print(f"end: {load()}")
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import ClassVar
 import libcst as cst
 from libcst.codemod import Codemod, CodemodContext, VisitorBasedCodemodCommand
 
-from patches import _layout
+from patches import _layout, _shapes
 
 #: The traits of the canonical family, Gemma, whose names the codemods are written in (the same as
 #: ``patcher.upstream.families.GEMMA.traits``; patches/ imports nothing of patcher's).
@@ -179,7 +179,8 @@ def _count_body(before: cst.Module, after: cst.Module, old: list, new: list) -> 
 
 
 def _render_lines(module: cst.Module, nodes: list) -> list[str]:
-    return "".join(module.code_for_node(x) for x in nodes).splitlines()
+    indent, newline = module.default_indent, module.default_newline
+    return "".join(_shapes.code(x, indent, newline) for x in nodes).splitlines()
 
 
 def _diff_counts(a: list[str], b: list[str]) -> tuple[int, int]:

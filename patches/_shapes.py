@@ -24,7 +24,51 @@ PACKAGE = "transformers.models.gemma"
 # -- rendering and comparing -----------------------------------------------------------------
 def render(node: cst.CSTNode) -> str:
     """Source of one node, for messages and comparisons."""
-    return cst.Module(body=[]).code_for_node(node)
+    return code(node)
+
+
+#: id(node) -> (node, indent, newline, source): what ``code`` rendered.  libcst nodes are
+#: immutable, so a node's source (at the top indentation level, with a given default indent
+#: and newline) never changes; the entry holds the node, so its id cannot be reused while the
+#: entry lives.  The series renders the same units several times (a codemod's line counts
+#: render its result, the next codemod's render the same objects as its input, the output
+#: renders them again): this makes each render happen once per run.
+_CODE: dict[int, tuple[cst.CSTNode, str, str, str]] = {}
+
+
+def code(node: cst.CSTNode, indent: str = "    ", newline: str = "\n") -> str:
+    """``cst.Module(default_indent=indent, default_newline=newline).code_for_node(node)``,
+    rendered once per node object (see ``_CODE``)."""
+    hit = _CODE.get(id(node))
+    if hit is not None and hit[0] is node and hit[1] == indent and hit[2] == newline:
+        return hit[3]
+    if len(_CODE) > 20000:
+        _CODE.clear()
+    text = cst.Module(body=[], default_indent=indent, default_newline=newline).code_for_node(node)
+    _CODE[id(node)] = (node, indent, newline, text)
+    return text
+
+
+def forget_code() -> None:
+    """Drop ``code``'s renders (the engine does at the end of each run, to bound memory)."""
+    _CODE.clear()
+
+
+def module_code(module: cst.Module) -> str:
+    """``module.code``, from the renders ``code`` already holds for its top-level statements.
+
+    Byte-identical to ``module.code``: a module renders as its header lines, its statements
+    and its footer lines one after the other (each at the top level, with the module's
+    indent and newline), then adds a newline to an empty file or drops the last one from a
+    file without a trailing newline; those two rare cases are left to libcst."""
+    if not module.has_trailing_newline or not (module.header or module.body or module.footer):
+        return module.code
+    indent, newline = module.default_indent, module.default_newline
+    return (
+        "".join(module.code_for_node(line) for line in module.header)
+        + "".join(code(stmt, indent, newline) for stmt in module.body)
+        + "".join(module.code_for_node(line) for line in module.footer)
+    )
 
 
 def same_code(a: cst.CSTNode, b: cst.CSTNode) -> bool:

@@ -40,39 +40,27 @@ def survey_file(
 ) -> dict[str, Cell]:
     """Each codemod of ``file``: the shapes it met, or its drift line (as ``apply`` prints it).
 
-    The same fold as ``engine.run``, but a drift is recorded instead of ending the run.
+    ``engine.fold``, the loop of ``engine.run``, which records a drift and goes on.
     """
-    from pathlib import Path
-
     import libcst as cst
-    from libcst.codemod import CodemodContext
 
     from patcher.series import engine
     from patches import _shapes
-    from patches._base import Drift
+    from patches._base import Change
 
-    original = module = cst.parse_module(source)
-    context = CodemodContext(filename=file, full_module_name=f"{_shapes.PACKAGE}.{Path(file).stem}")
-    context.scratch["notice"] = None
-    context.scratch["traits"] = traits  # another family's (in the codemods' names, see engine.run)
-    cells: dict[str, Cell] = {}
-    drifts: list[Drift] = []
-    for cls in codemods:
-        if cls.FILE != file:
-            continue
-        codemod = cls(context)
-        try:
-            module = codemod.transform_module(module)
-        except Drift as drift:
-            drifts.append(drift)
-            cells[cls.NAME] = {}
-            continue
-        assert codemod.change is not None
-        cells[cls.NAME] = {"shapes": list(codemod.change.shapes)}
-    if drifts:  # one message line per drift, in order (anchors resolved in one pass)
-        message = engine._drift_message(drifts, original, file)
+    original = cst.parse_module(source)
+    try:
+        done = engine.fold(original, codemods, file=file, traits=traits)
+    finally:
+        _shapes.forget_code()  # the renders of this file's trees (see _shapes.code)
+    cells: dict[str, Cell] = {
+        name: {"shapes": list(outcome.shapes)} if isinstance(outcome, Change) else {}
+        for name, outcome in done.outcomes.items()
+    }
+    if done.drifts:  # one message line per drift, in order (anchors resolved in one pass)
+        message = engine._drift_message(done.drifts, original, file)
         lines = re.split(r"\n(?=drift: codemod )", message)
-        for drift, line in zip(drifts, lines, strict=True):
+        for drift, line in zip(done.drifts, lines, strict=True):
             cells[drift.codemod] = {"drift": " ".join(line.split("\n"))}
     return cells
 

@@ -22,7 +22,7 @@ from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
 from patcher.upstream.families import CANONICAL, Family, family
 from patches import NOTICE_MARK, _shapes
-from patches._base import Drift, VaccCodemod
+from patches._base import Change, Drift, VaccCodemod
 from patches.library_imports import with_notice
 
 
@@ -128,6 +128,8 @@ def run(
         result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
     except RecursionError:
         raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
+    finally:
+        _shapes.forget_code()  # the run's renders (see _shapes.code) die with its trees
     if newline != "\n":
         result.code = result.code.replace("\n", newline)
         result.steps = [step.replace("\n", newline) for step in result.steps]
@@ -157,13 +159,53 @@ def _run(
         original = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         raise PatcherError(f"{file} does not parse as Python: {exc.message} (line {exc.raw_line})") from None
+    done = fold(original, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
+    if done.drifts:
+        raise DriftError(_drift_message(done.drifts, original, file))
+    module, steps = done.module, [source, *done.steps] if keep_steps else []
+    reports = [
+        Report(name, file, c.shapes, c.added, c.removed)
+        for name, c in done.outcomes.items()
+        if isinstance(c, Change)
+    ]
+    if notice and not _has_notice(module):  # a --codemod selection without the header's owner
+        module = with_notice(module, notice)
+        if len(steps) > 1:
+            steps[-1] = _shapes.module_code(module)
+    return Result(_shapes.module_code(module), reports, steps)
+
+
+@dataclass
+class Fold:
+    """The series folded over one parsed file, through drift: the module after the last codemod
+    that did not drift, each codemod's outcome (its ``Change`` or its ``Drift``) in series
+    order, the drifts alone, and (when asked) the source after each codemod that ran."""
+
+    module: cst.Module
+    outcomes: dict[str, Change | Drift]
+    drifts: list[Drift]
+    steps: list[str]
+
+
+def fold(
+    original: cst.Module,
+    codemods: list[type[VaccCodemod]],
+    *,
+    file: str = MODELING,
+    notice: str | None = None,
+    keep_steps: bool = False,
+    traits: object | None = None,
+) -> Fold:
+    """Run the codemods meant for ``file`` one after the other on ``original``.  A drifting
+    codemod leaves the module as it was and the next one runs, so that one pass reports every
+    drift: ``run`` then refuses, ``patcher matrix`` records it (the one loop of both)."""
     context = CodemodContext(filename=file, full_module_name=f"{_shapes.PACKAGE}.{Path(file).stem}")
     context.scratch["notice"] = notice
     context.scratch["traits"] = traits  # the family's (None: the canonical family's)
     module = original
-    reports: list[Report] = []
+    outcomes: dict[str, Change | Drift] = {}
     drifts: list[Drift] = []
-    steps: list[str] = [source] if keep_steps else []
+    steps: list[str] = []
     for cls in codemods:
         if cls.FILE != file:
             continue
@@ -172,19 +214,13 @@ def _run(
             module = codemod.transform_module(module)
         except Drift as drift:
             drifts.append(drift)
+            outcomes[cls.NAME] = drift
             continue
-        change = codemod.change
-        assert change is not None
-        reports.append(Report(cls.NAME, file, change.shapes, change.added, change.removed))
+        assert codemod.change is not None
+        outcomes[cls.NAME] = codemod.change
         if keep_steps:
-            steps.append(module.code)
-    if drifts:
-        raise DriftError(_drift_message(drifts, original, file))
-    if notice and not _has_notice(module):  # a --codemod selection without the header's owner
-        module = with_notice(module, notice)
-        if len(steps) > 1:
-            steps[-1] = module.code
-    return Result(module.code, reports, steps)
+            steps.append(_shapes.module_code(module))
+    return Fold(module, outcomes, drifts, steps)
 
 
 def _has_notice(module: cst.Module) -> bool:

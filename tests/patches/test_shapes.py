@@ -101,3 +101,50 @@ def test_split_targets_reaches_a_member_of_a_one_line_class() -> None:
     split = lay.split_targets(module, ["Config.b"])
     assert same_ast(split.code, module.code)
     assert s.find(list(split.body[0].body.body), "b") is not None
+
+
+# -- rendering once per node (``_shapes.code``, ``_shapes.module_code``) ---------------------
+@pytest.mark.parametrize(
+    "source",
+    [
+        LAID_OUT,
+        "# licence\n\nimport torch\n\n\nx = 1\n# trailing comment\n",
+        "x = 1",  # no trailing newline: left to libcst
+        "",  # empty module: left to libcst
+        "# only a comment\n",
+        "class A:\n\tdef f(self):\n\t\treturn 1\n",  # tabs: the module's own indent
+        "class A:\n  def f(self):\n    return 1\n",  # two spaces
+        "if x:\r\n    y = 1\r\n",  # CRLF as the module's newline
+    ],
+    ids=[
+        "laid-out",
+        "header-footer",
+        "no-final-newline",
+        "empty",
+        "comment-only",
+        "tabs",
+        "two-spaces",
+        "crlf",
+    ],
+)
+def test_module_code_is_module_code_byte_for_byte(source: str) -> None:
+    module = cst.parse_module(source)
+    for stmt in module.body:  # renders already held must not change what a module renders as
+        s.code(stmt, module.default_indent, module.default_newline)
+    assert s.module_code(module) == module.code == source
+    s.forget_code()
+
+
+def test_code_is_keyed_by_the_node_object_and_the_module_style() -> None:
+    module = cst.parse_module("class A:\n  def f(self):\n    return 1\n")
+    (cls,) = module.body
+    assert s.code(cls, "  ", "\n") == module.code_for_node(cls)
+    # the same node in another module style renders in that style, not from the first render
+    assert s.code(cls, "    ", "\n") == cst.Module(body=[]).code_for_node(cls)
+    assert s.code(cls, "  ", "\r\n") == module.code_for_node(cls).replace("\n", "\r\n")
+    # an equal but distinct node is its own entry; a changed node is never served the old text
+    changed = cls.with_changes(name=cst.Name("B"))
+    assert s.code(changed, "  ", "\n").startswith("class B:")
+    assert s.code(cls, "  ", "\n").startswith("class A:")
+    s.forget_code()
+    assert not s._CODE
