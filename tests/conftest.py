@@ -12,6 +12,7 @@ long each has run.  Without xdist the test's own output is captured, so nothing 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -67,6 +68,17 @@ class Heartbeat:
                 self.terminal.write("\n")
             self.terminal.write_line(line)
             self.terminal.flush()
+
+
+@pytest.fixture(autouse=True)
+def _sigint_disposition_is_per_test():
+    """No test leaves Ctrl-C's handler changed for the next: a command run in-process that was
+    interrupted ignores SIGINT afterwards (``console.interrupted``), and every process a later
+    test starts would inherit that and never see Ctrl-C."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter is registered

@@ -542,6 +542,10 @@ def six() -> dict[str, Upstream]:
     return {v: fetch(v) for v in SIX}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.network
 @pytest.mark.parametrize("when", ["start-up", "pool-start", "working"])
 def test_ctrl_c_during_check_fresh_stops_within_a_second(when: str, six, work: Path, tmp_path: Path) -> None:
@@ -558,7 +562,18 @@ def test_ctrl_c_during_check_fresh_stops_within_a_second(when: str, six, work: P
         blobs.put(up.configuration.encode())
     (pins / "lock.json").write_text(json.dumps({"format": 1, "releases": {}}))
     env = {"PATCHER_PINS_DIR": str(pins), "PATCHER_CACHE_DIR": str(tmp_path / "cache")}
-    proc = run_cli("check", "--fresh", "--jobs", "2", cwd=work, env=env, start_new_session=True)
+    # as from a terminal: Ctrl-C's default disposition, whatever this test process inherited
+    # (a Python started with SIGINT ignored keeps ignoring it and never sees KeyboardInterrupt)
+    proc = run_cli(
+        "check",
+        "--fresh",
+        "--jobs",
+        "2",
+        cwd=work,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+    )
     line = ""
     if when == "start-up":
         time.sleep(0.3)
