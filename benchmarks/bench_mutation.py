@@ -2,6 +2,7 @@
 
     python benchmarks/bench_mutation.py [--files 4.40.0,5.24.0] [--sample N] [--jobs 2]
                                         [--seed S] [--distinct] [--show K] [--json FILE]
+                                        [--journal FILE]
 
 Generates the mutants of each distinct upstream ``modeling_gemma.py`` (``tests/mutants.py``:
 statements deleted, assignments rebound, calls scaled, constants changed, inside the units
@@ -16,12 +17,21 @@ first ``--show`` dropped ids, the time per series run and the total time.
 ``--sample N`` takes N mutants per file (fixed seed, the kinds taking turns); ``--distinct``
 passes over mutants whose mutated unit text was already drawn from another file.  The
 default is every mutant of every distinct file.  ``--jobs`` worker processes classify in
-parallel (each generates the mutants of a file once).  Progress goes to stderr.  Exit 0.
+parallel (each generates the mutants of a file once, and parses it once: a mutant's
+module is the parsed file with the mutated statement spliced in, ``mutants.Spliced``).
+Progress goes to stderr.  Exit 0.
+
+``--journal FILE`` makes a long run resumable: each outcome is appended to FILE (one JSON
+line, with the series digest and the file's sha256) as soon as it is known, and a run with
+the same journal takes the outcomes already there for the same series and file instead of
+classifying those mutants again.  The full tier (every mutant of the 40 files) is about
+26,000 series runs: an hour or more of both cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import sys
@@ -36,36 +46,72 @@ import mutants  # noqa: E402
 from releases import DISTINCT_SUPPORTED, fetch  # noqa: E402
 
 from patcher.series import engine  # noqa: E402
+from patcher.series.contract import series_digest  # noqa: E402
 
 # -- workers ---------------------------------------------------------------------------------
 _SERIES: list = []
-_FILES: dict[str, tuple[list[mutants.Mutant], str | Exception]] = {}
+_FILES: dict[str, tuple[list[mutants.Mutant], str | Exception, mutants.Spliced]] = {}
 
 
 def _init() -> None:
     _SERIES[:] = engine.load_series()
 
 
-def _mutants_of(version: str) -> tuple[list[mutants.Mutant], str | Exception]:
-    """The mutants of one file and its unmutated output, made once per process."""
+def _mutants_of(version: str) -> tuple[list[mutants.Mutant], str | Exception, mutants.Spliced]:
+    """The mutants of one file, its unmutated output and its parse, made once per process."""
     if version not in _FILES:
         if not _SERIES:
             _init()
         source = fetch(version).modeling
-        _FILES[version] = (mutants.generate(version, source, _SERIES), mutants.baseline(source, _SERIES))
+        _FILES[version] = (
+            mutants.generate(version, source, _SERIES),
+            mutants.baseline(source, _SERIES),
+            mutants.Spliced(source),
+        )
     return _FILES[version]
 
 
 def _generate(version: str) -> tuple[str, list[mutants.Mutant], float]:
     start = time.perf_counter()
-    found, _ = _mutants_of(version)
+    found, _, _ = _mutants_of(version)
     return version, [m.light() for m in found], time.perf_counter() - start
 
 
 def _classify(task: tuple[str, list[int]]) -> list[mutants.Outcome]:
     version, indices = task
-    found, baseline = _mutants_of(version)
-    return [mutants.classify(found[i], _SERIES, baseline).light() for i in indices]
+    found, baseline, spliced = _mutants_of(version)
+    return [mutants.classify(found[i], _SERIES, baseline, spliced).light() for i in indices]
+
+
+# -- journal ---------------------------------------------------------------------------------
+def _row(o: mutants.Outcome) -> dict:
+    return {
+        "id": o.mutant.id,
+        "version": o.mutant.version,
+        "unit": o.mutant.unit,
+        "member": o.mutant.member,
+        "kind": o.mutant.kind,
+        "codemods": list(o.mutant.codemods),
+        "status": o.status,
+        "refused_by": list(o.refused_by),
+        "detail": o.detail,
+        "seconds": round(o.seconds, 3),
+        "cpu": round(o.cpu, 3),
+    }
+
+
+def _journalled(path: Path, digest: str, shas: dict[str, str]) -> dict[str, dict]:
+    """The outcomes FILE already holds for this series and these files, by mutant id."""
+    done: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short when a run was killed
+            if row.get("series") == digest and shas.get(row.get("version")) == row.get("sha256"):
+                done[row["id"]] = row
+    return done
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -147,6 +193,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--show", type=int, default=10, metavar="K", help="list the first K dropped ids")
     parser.add_argument("--json", metavar="FILE", help="also write every outcome to FILE")
+    parser.add_argument("--journal", metavar="FILE", help="append outcomes to FILE; resume from it")
     parser.add_argument("--chunk", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -171,23 +218,51 @@ def main() -> int:
         picked = found if args.sample is None else mutants.sample(found, args.sample, args.seed, keys)
         index = {m.id: i for i, m in enumerate(found)}
         chosen[version] = [index[m.id] for m in picked]
+    total = sum(len(idx) for idx in chosen.values())
+    outcomes: list[mutants.Outcome] = []
+    counts: Counter = Counter()
+    journal = None
+    if args.journal:
+        digest = series_digest()
+        shas = {v: hashlib.sha256(fetch(v).modeling.encode()).hexdigest() for v in versions}
+        done = _journalled(Path(args.journal), digest, shas)
+        for v in versions:
+            keep = []
+            for i in chosen[v]:
+                m = generated[v][i]
+                row = done.get(m.id)
+                if row is None:
+                    keep.append(i)
+                    continue
+                outcomes.append(
+                    mutants.Outcome(
+                        m, row["status"], tuple(row["refused_by"]), row["detail"], row["seconds"], row["cpu"]
+                    )
+                )
+            chosen[v] = keep
+        counts.update(o.status for o in outcomes)
+        print(f"journal {args.journal}: {len(outcomes)} of {total} outcomes already known", file=sys.stderr)
+        journal = open(args.journal, "a")  # noqa: SIM115 (written batch by batch, closed below)
     tasks = [
         (v, idx[i : i + args.chunk]) for v, idx in chosen.items() for i in range(0, len(idx), args.chunk)
     ]
-    total = sum(len(idx) for idx in chosen.values())
     print(f"classifying {total} mutants of {len(versions)} files, {args.jobs} job(s)", file=sys.stderr)
 
-    outcomes: list[mutants.Outcome] = []
-    counts: Counter = Counter()
-    last = 0.0
+    last, resumed = 0.0, len(outcomes)
     run_imap = pool.imap_unordered if pool else map
     for batch in run_imap(_classify, tasks):
         outcomes += batch
         counts.update(o.status for o in batch)
+        if journal:
+            sha = shas[batch[0].mutant.version]
+            journal.write(
+                "".join(json.dumps({**_row(o), "series": digest, "sha256": sha}) + "\n" for o in batch)
+            )
+            journal.flush()
         now = time.perf_counter()
         if now - last > 5 or len(outcomes) == total:
             last = now
-            rate = len(outcomes) / (now - start)
+            rate = (len(outcomes) - resumed) / (now - start)
             eta = (total - len(outcomes)) / rate if rate else 0
             tally = " ".join(f"{k} {counts[k]}" for k in mutants.OUTCOMES)
             print(
@@ -197,6 +272,8 @@ def main() -> int:
     if pool:
         pool.close()
         pool.join()
+    if journal:
+        journal.close()
     elapsed = time.perf_counter() - start
 
     order = {(v, i): n for n, (v, i) in enumerate((v, i) for v in versions for i in chosen[v])}
@@ -213,22 +290,7 @@ def main() -> int:
         f"one series run: {wall / max(runs, 1):.2f} s wall, {cpu / max(runs, 1):.2f} s CPU (mean)"
     )
     if args.json:
-        rows = [
-            {
-                "id": o.mutant.id,
-                "version": o.mutant.version,
-                "unit": o.mutant.unit,
-                "member": o.mutant.member,
-                "kind": o.mutant.kind,
-                "codemods": list(o.mutant.codemods),
-                "status": o.status,
-                "refused_by": list(o.refused_by),
-                "detail": o.detail,
-                "seconds": round(o.seconds, 3),
-                "cpu": round(o.cpu, 3),
-            }
-            for o in outcomes
-        ]
+        rows = [_row(o) for o in outcomes]
         Path(args.json).write_text(
             json.dumps({"seconds": elapsed, "jobs": args.jobs, "outcomes": rows}, indent=1)
         )
