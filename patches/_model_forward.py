@@ -9,7 +9,9 @@ normaliser, the layer list iterated, the final norm, the output class.
 Rules (``patches/_rules.py``), in the order they are tried:
 
 * translate ``past-length`` — upstream's conversion of the cache into a ``Cache`` object (or
-  its creation) becomes ``past_key_values_length``, read from the tuple;
+  its creation), in one of the forms listed in ``_IS_CACHE_CONVERSION`` exactly, becomes
+  ``past_key_values_length``, read from the tuple; a legacy-format warning inside it is
+  dropped with its own comment;
 * drop ``cache-bookkeeping`` — ``past_seen_tokens = 0``, ``return_legacy_cache`` handling and
   the computation of ``cache_position``: the vacc model has no cache positions;
 * translate ``default-positions`` — ``position_ids`` defaulting to the positions after the
@@ -145,62 +147,87 @@ def _forms(*templates: str) -> tuple[str, ...]:
     return tuple(t.replace("{c}", c) for t in templates for c in CACHE_NAMES)
 
 
-_CACHE_TEST_NAMES = {*CACHE_NAMES, "use_cache", "Cache", "StaticCache", "self", "isinstance", "None"}
-_CACHE_VALUES = r.known(
-    *_forms("DynamicCache()", "DynamicCache(config=self.config)", "DynamicCache.from_legacy_cache({c})")
+_LEGACY_TEST = "use_cache and not isinstance(past_key_values, Cache)"
+_WARNING = 'logger.warning_once("...")'  # the text of a warning is not its shape (see _unworded)
+#: ``past-length``: the forms of upstream's conversion of the cache into a ``Cache`` object, or
+#: its creation, known exactly (comments, layout and warning texts aside).  Each only turns the
+#: cache into a ``Cache`` (``DynamicCache()``, ``DynamicCache.from_legacy_cache(...)``), notes
+#: ``return_legacy_cache``, reads ``past_seen_tokens`` from it or warns about the legacy
+#: format: nothing the tuple-cache model computes with.  A form not listed (a statement more,
+#: less or changed) is drift, never absorbed into the translation.
+_CACHE_CONVERSIONS = r.known(
+    """
+    if use_cache:
+        if not isinstance(past_key_values, StaticCache):
+            past_key_values = DynamicCache.from_legacy_cache(past_key_values)
+        past_seen_tokens = past_key_values.get_seq_length()
+    """,
+    *(
+        f"if {test}:\n    return_legacy_cache = True\n    {cast}\n    {_WARNING}"
+        for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
+        for cast in ("past_key_values = DynamicCache.from_legacy_cache(past_key_values)",)
+    ),
+    *(
+        f"if {test}:\n    return_legacy_cache = True\n    {cast}"
+        for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
+        for cast in ("past_key_values = DynamicCache.from_legacy_cache(past_key_values)",)
+    ),
+    *(  # Mistral 4.42-4.47: the cast first
+        f"if {test}:\n    past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n"
+        f"    return_legacy_cache = True\n    {_WARNING}"
+        for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
+    ),
+    f"""
+    if {_LEGACY_TEST}:
+        return_legacy_cache = True
+        if past_key_values is None:
+            past_key_values = DynamicCache()
+        else:
+            past_key_values = DynamicCache.from_legacy_cache(past_key_values)
+            {_WARNING}
+    """,
+    *_forms("if use_cache and {c} is None:\n    {c} = DynamicCache()"),
+    *_forms("if use_cache and {c} is None:\n    {c} = DynamicCache(config=self.config)"),
 )
 
 
-def _is_cache_conversion(stmt: cst.BaseStatement) -> bool:
-    """``past-length``: an ``if`` on ``use_cache`` and the cache whose block only turns the
-    cache into a ``Cache`` object (``DynamicCache()``, ``DynamicCache.from_legacy_cache(...)``),
-    notes ``return_legacy_cache``, reads ``past_seen_tokens`` from it or warns about the
-    legacy format — nothing the tuple-cache model computes with.  Any other statement in it
-    makes the whole ``if`` unrecognised (drift)."""
-    if not isinstance(stmt, cst.If) or not r.variables(stmt.test) <= _CACHE_TEST_NAMES:
-        return False
-    if not r.variables(stmt.test) & {*CACHE_NAMES, "use_cache"}:
-        return False
-    return _conversion_block(stmt.body.body) and (
-        stmt.orelse is None
-        or (isinstance(stmt.orelse, cst.Else) and _conversion_block(stmt.orelse.body.body))
+def _is_warning(small: cst.BaseSmallStatement) -> bool:
+    """``logger.warning_once(<strings>)``"""
+    return (
+        isinstance(small, cst.Expr)
+        and isinstance(small.value, cst.Call)
+        and s.dotted(small.value.func) == "logger.warning_once"
+        and all(isinstance(a.value, cst.BaseString) and a.keyword is None for a in small.value.args)
     )
 
 
-def _conversion_block(stmts) -> bool:
-    for stmt in stmts:
-        if isinstance(stmt, cst.If):
-            if not (r.variables(stmt.test) <= _CACHE_TEST_NAMES and _conversion_block(stmt.body.body)):
-                return False
-            if stmt.orelse is not None and not (
-                isinstance(stmt.orelse, cst.Else) and _conversion_block(stmt.orelse.body.body)
-            ):
-                return False
-            continue
-        if not isinstance(stmt, cst.SimpleStatementLine):
-            return False
-        for small in stmt.body:
-            hit = s.assignment(small)
-            if (
-                hit
-                and hit[0] == "return_legacy_cache"
-                and m.matches(hit[1], m.Name("True") | m.Name("False"))
-            ):
-                continue
-            if hit and hit[0] in CACHE_NAMES and _CACHE_VALUES(cst.SimpleStatementLine([cst.Expr(hit[1])])):
-                continue
-            if (
-                hit
-                and hit[0] == "past_seen_tokens"
-                and r.known(*_forms("{c}.get_seq_length()"))(cst.SimpleStatementLine([cst.Expr(hit[1])]))
-            ):
-                continue
-            if m.matches(
-                small, m.Expr(m.Call(func=m.Attribute(m.Name("logger"), m.Name("warning_once"))))
-            ) and all(isinstance(a.value, cst.BaseString) for a in small.value.args):
-                continue
-            return False
-    return True
+class _Unworded(cst.CSTTransformer):
+    """Every ``logger.warning_once(<strings>)`` as ``logger.warning_once("...")``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if len(updated_node.body) == 1 and _is_warning(updated_node.body[0]):
+            self.warnings.append(r.first_line(original_node))
+            return updated_node.with_changes(body=[cst.Expr(cst.parse_expression(_WARNING))])
+        return updated_node
+
+
+def _unworded(stmt: cst.BaseStatement) -> tuple[cst.BaseStatement, list[str]]:
+    visitor = _Unworded()
+    return stmt.visit(visitor), visitor.warnings
+
+
+def _is_cache_conversion(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.If) and _CACHE_CONVERSIONS(_unworded(stmt)[0])
+
+
+def _conversion_warnings(stmt: cst.BaseStatement) -> list[str]:
+    """The legacy-format warnings inside a cache conversion (``past-length`` drops them with it:
+    the vacc model takes the tuple cache, there is nothing to warn about)."""
+    return _unworded(stmt)[1]
 
 
 _CACHE_BOOKKEEPING = r.known(
@@ -309,7 +336,7 @@ class ModelForward:
         self.account = r.Accountant(codemod, UNIT, [], PLUMBING)
         self.account.rules = [
             r.Rule("past-length", r.TRANSLATE, "the past length is read from the tuple cache (once)",
-                   _is_cache_conversion, self._past_length),
+                   _is_cache_conversion, self._past_length, _conversion_warnings),
             r.Rule("cache-bookkeeping", r.DROP, "the vacc model has no Cache objects or cache positions",
                    _CACHE_BOOKKEEPING),
             r.Rule("default-positions", r.TRANSLATE, "default positions continue from the past length",

@@ -55,6 +55,11 @@ class Rule:
     why: str
     match: Callable[[cst.BaseStatement], bool]
     apply: Translation | None = None
+    #: For a translation that replaces a compound statement whole: the first lines of the
+    #: statements inside it that it drops (a warning, say).  Each gets its own ``# vacc:
+    #: dropped (<rule>): ...`` comment, so that an upstream change removing one of them still
+    #: changes the output.
+    notes: Callable[[cst.BaseStatement], Sequence[str]] | None = None
 
 
 def known(*sources: str) -> Callable[[cst.BaseStatement], bool]:
@@ -179,13 +184,15 @@ class Accountant:
             else:  # a translation keeps the blank lines and comments of the statement it replaces
                 assert rule.apply is not None, rule.name
                 new = list(rule.apply(stmt.with_changes(leading_lines=())))
+                notes = [_comment(f"vacc: dropped ({rule.name}): {n}") for n in (rule.notes or _none)(stmt)]
                 if not new:  # translated into nothing (already done above): it stands as a drop
                     pending += [
                         *stmt.leading_lines,
                         _comment(f"vacc: done above ({rule.name}): {first_line(stmt)}"),
+                        *notes,
                     ]
                     continue
-                new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *new[0].leading_lines])
+                new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *notes, *new[0].leading_lines])
             if pending and new:  # comments of dropped statements stand where those statements stood
                 new[0] = new[0].with_changes(leading_lines=[*pending, *new[0].leading_lines])
                 pending = []
@@ -232,6 +239,10 @@ class Accountant:
 
 def _yes(_stmt: cst.BaseStatement) -> bool:
     return True
+
+
+def _none(_stmt: cst.BaseStatement) -> Sequence[str]:
+    return ()
 
 
 def _has_blocks(stmt: cst.BaseStatement) -> bool:

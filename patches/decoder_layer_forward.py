@@ -20,7 +20,9 @@ default); its statements are accounted for one by one:
   ``use_cache``, and no longer passes ``cache_position``, ``position_embeddings`` (each
   attention computes its own tables) or ``**kwargs``; its other arguments stay upstream's;
   ``tuple-outputs``: ``return hidden_states`` (4.54+) becomes the output tuple;
-  ``present-output``: ``return outputs`` gains ``present`` when upstream's tuple lacks it;
+  ``present-output``: ``return outputs`` gains ``present`` when upstream's attention call
+  returns none (two names unpacked); one that returns it must be appended by upstream itself,
+  else drift;
 * dropped — ``padding-mask-warning`` (a deprecation warning about a ``kwargs`` entry; the
   vacc forward takes no ``**kwargs``), ``deprecate-kwarg`` (a decorator renaming the cache
   argument).
@@ -156,8 +158,7 @@ class DecoderLayerForward(VaccCodemod):
             r.Rule("tuple-outputs", r.TRANSLATE, "the layer returns a tuple", r.known("return hidden_states"),
                    lambda _: lay.parse_stmts(TUPLE_OUTPUTS)),
             r.Rule("present-output", r.TRANSLATE, "present appended to the outputs when caching",
-                   r.known("return outputs"),
-                   lambda x: [x] if appended else [*lay.parse_stmts(_PRESENT_APPENDED_SOURCE), lay.blank_lines(x, 1)]),
+                   r.known("return outputs"), lambda x: self._present_output(x, stmts, appended)),
         ]  # fmt: skip
         account = r.Accountant(self, UNIT, rules, PLUMBING)
         body = account.block(stmts)
@@ -180,6 +181,25 @@ class DecoderLayerForward(VaccCodemod):
             return module
         new_cls = lay.with_class_body(cls, lay.replace_in(s.class_body(cls), k, new))
         return module.with_changes(body=lay.replace_in(module.body, i, new_cls))
+
+    def _present_output(
+        self, ret: cst.BaseStatement, stmts: list[cst.BaseStatement], appended: bool
+    ) -> list[cst.BaseStatement]:
+        """``return outputs`` as upstream has it when upstream appends ``present`` itself; when
+        its attention call returns no ``present`` (a two-name unpacking: the cache object is
+        updated in place), the append is added.  An upstream that unpacks ``present`` and
+        does not return it is a shape this codemod does not know: the append is not made up."""
+        if appended:
+            return [ret]
+        unpacked = [len(x.body[0].targets[0].target.elements) for x in stmts if m.matches(x, _SELF_ATTN)]
+        if unpacked != [2]:
+            raise self.drift(
+                UNIT,
+                "self.self_attn(...) returns the present (key, value) but `return outputs` does not "
+                "include it (no `if use_cache: outputs += (present_key_value,)`)",
+                node=ret,
+            )
+        return [*lay.parse_stmts(_PRESENT_APPENDED_SOURCE), lay.blank_lines(ret, 1)]
 
     def _self_attn_call(self, stmt: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
         assign = stmt.body[0]

@@ -533,6 +533,12 @@ def _drift_node(source: str) -> str | None:
             "hidden_states, self_attn_weights, present_key_value, x = self.self_attn( …",
             id="unpacked-into-four",
         ),
+        # the present: returned by the attention, it must be returned by upstream too
+        pytest.param(
+            UPSTREAM.replace("        if use_cache:\n            outputs += (present_key_value,)\n\n", "", 1),
+            "return outputs",
+            id="present-unpacked-but-not-returned",
+        ),
         # dropped statements perturbed, and plumbing no rule knows
         pytest.param(
             UPSTREAM.replace(

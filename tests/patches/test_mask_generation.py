@@ -602,6 +602,7 @@ DYNAMIC_AFTER = """
             inputs_embeds = self.embed_tokens(input_ids)
 
         # vacc: dropped (cache-bookkeeping): return_legacy_cache = False  # noqa: F841
+        # vacc: dropped (past-length): logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")
         past_key_values_length = 0
         if past_key_values is not None:
             past_key_values_length = past_key_values[0][0].shape[2]
@@ -1333,6 +1334,28 @@ CHECKPOINT_CALL = "                layer_outputs = self._gradient_checkpointing_
 DECORATED = "@add_start_docstrings_to_model_forward(GEMMA_INPUTS_DOCSTRING) …"  # the forward, decorated
 
 
+def test_a_warning_of_the_cache_conversion_is_dropped_by_name() -> None:
+    """The translated conversion carries no warning, but each one it drops leaves its comment:
+    an upstream that stops warning changes the output (by that line alone)."""
+    nested = (
+        "            if past_key_values is None:\n"
+        "                past_key_values = DynamicCache()\n"
+        "            else:\n"
+        "                past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n"
+        '                logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")\n'
+    )
+    warning = '            logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")\n'
+    flat = "            past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n" + warning
+    loud = UPSTREAM.replace(nested, flat, 1)  # the 4.41-4.44 form, warning and all
+    quiet = loud.replace(warning, "", 1)  # the same without the warning: a form of its own
+    assert UPSTREAM != loud != quiet
+    with_warning, _ = apply(MaskGeneration, loud)
+    without, _ = apply(MaskGeneration, quiet)
+    lost = set(with_warning.splitlines()) - set(without.splitlines())
+    assert lost == {"        # vacc: dropped (past-length): " + warning.strip()}
+    assert set(without.splitlines()) <= set(with_warning.splitlines())
+
+
 def _drift_node(source: str, target: str) -> str | None:
     drift = assert_drift(MaskGeneration, source, target)
     return None if drift.node is None else r.first_line(drift.node)
@@ -1355,6 +1378,22 @@ def _drift_node(source: str, target: str) -> str | None:
             MODEL,
             "if use_cache and not isinstance(past_key_values, Cache):  # kept for BC (non `Cache` `past_key_values` inputs) …",  # noqa: E501
             id="cache-conversion-does-more",
+        ),
+        pytest.param(
+            UPSTREAM.replace("            return_legacy_cache = True  # noqa: F841\n", "", 1),
+            MODEL,
+            "if use_cache and not isinstance(past_key_values, Cache):  # kept for BC (non `Cache` `past_key_values` inputs) …",  # noqa: E501
+            id="cache-conversion-does-less",
+        ),
+        pytest.param(
+            UPSTREAM.replace(
+                "        if use_cache and not isinstance(past_key_values, Cache):",
+                "        if use_cache and not isinstance(past_key_values, Cache) * 1.5:",
+                1,
+            ),
+            MODEL,
+            "if use_cache and not isinstance(past_key_values, Cache) * 1.5:  # kept for BC (non `Cache` `past_key_values` inputs) …",  # noqa: E501
+            id="cache-conversion-test-changed",
         ),
         pytest.param(
             UPSTREAM.replace(
