@@ -1337,14 +1337,15 @@ DECORATED = "@add_start_docstrings_to_model_forward(GEMMA_INPUTS_DOCSTRING) …"
 def test_a_warning_of_the_cache_conversion_is_dropped_by_name() -> None:
     """The translated conversion carries no warning, but each one it drops leaves its comment:
     an upstream that stops warning changes the output (by that line alone)."""
+    text = 'logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")\n'
     nested = (
         "            if past_key_values is None:\n"
         "                past_key_values = DynamicCache()\n"
         "            else:\n"
         "                past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n"
-        '                logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")\n'
+        "                " + text
     )
-    warning = '            logger.warning_once("We detected that you are passing `past_key_values` as a tuple.")\n'
+    warning = "            " + text
     flat = "            past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n" + warning
     loud = UPSTREAM.replace(nested, flat, 1)  # the 4.41-4.44 form, warning and all
     quiet = loud.replace(warning, "", 1)  # the same without the warning: a form of its own
