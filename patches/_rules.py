@@ -192,7 +192,9 @@ class Accountant:
                         *notes,
                     ]
                     continue
-                new[0] = new[0].with_changes(leading_lines=[*stmt.leading_lines, *notes, *new[0].leading_lines])
+                new[0] = new[0].with_changes(
+                    leading_lines=[*stmt.leading_lines, *notes, *new[0].leading_lines]
+                )
             if pending and new:  # comments of dropped statements stand where those statements stood
                 new[0] = new[0].with_changes(leading_lines=[*pending, *new[0].leading_lines])
                 pending = []
