@@ -10,7 +10,7 @@ Rules (``patches/_rules.py``), in the order they are tried:
 
 * translate ``past-length`` — upstream's conversion of the cache into a ``Cache`` object (or
   its creation) becomes ``past_key_values_length``, read from the tuple; in the legacy forward
-  (``prepare-4d-mask``) that conversion also notes ``use_legacy_cache`` and reads
+  (``prepare-4d-mask``) that conversion, recognised whole, also notes ``use_legacy_cache`` and reads
   ``past_key_values_length = past_key_values.get_usable_length(seq_length)``;
 * drop ``cache-bookkeeping`` — ``past_seen_tokens = 0``, ``return_legacy_cache`` handling and
   the computation of ``cache_position``: the vacc model has no cache positions;
@@ -157,9 +157,18 @@ def _forms(*templates: str) -> tuple[str, ...]:
     return tuple(t.replace("{c}", c) for t in templates for c in CACHE_NAMES)
 
 
-_CACHE_TEST_NAMES = {
-    *CACHE_NAMES, "use_cache", "Cache", "StaticCache", "self", "isinstance", "None", "use_legacy_cache"
-}  # fmt: skip
+_CACHE_TEST_NAMES = {*CACHE_NAMES, "use_cache", "Cache", "StaticCache", "self", "isinstance", "None"}
+#: The legacy conversion (``prepare-4d-mask``), recognised whole: it notes ``use_legacy_cache`` to
+#: convert back at the end and reads the past length itself; any change to it is drift.
+_LEGACY_CONVERSION = r.known(
+    """
+    if use_cache:
+        use_legacy_cache = not isinstance(past_key_values, Cache)
+        if use_legacy_cache:
+            past_key_values = DynamicCache.from_legacy_cache(past_key_values)
+        past_key_values_length = past_key_values.get_usable_length(seq_length)
+    """
+)
 _CACHE_VALUES = r.known(
     *_forms("DynamicCache()", "DynamicCache(config=self.config)", "DynamicCache.from_legacy_cache({c})")
 )
@@ -171,6 +180,8 @@ def _is_cache_conversion(stmt: cst.BaseStatement) -> bool:
     notes ``return_legacy_cache``, reads ``past_seen_tokens`` from it or warns about the
     legacy format — nothing the tuple-cache model computes with.  Any other statement in it
     makes the whole ``if`` unrecognised (drift)."""
+    if _LEGACY_CONVERSION(stmt):
+        return True
     if not isinstance(stmt, cst.If) or not r.variables(stmt.test) <= _CACHE_TEST_NAMES:
         return False
     if not r.variables(stmt.test) & {*CACHE_NAMES, "use_cache"}:
@@ -203,20 +214,6 @@ def _conversion_block(stmts) -> bool:
                 continue
             if hit and hit[0] in CACHE_NAMES and _CACHE_VALUES(cst.SimpleStatementLine([cst.Expr(hit[1])])):
                 continue
-            if (
-                hit
-                and hit[0] == "use_legacy_cache"
-                and r.known(*_forms("not isinstance({c}, Cache)"))(cst.SimpleStatementLine([cst.Expr(hit[1])]))
-            ):
-                continue  # legacy (prepare-4d-mask): the tuple noted, to convert back at the end
-            if (
-                hit
-                and hit[0] == "past_key_values_length"
-                and r.known(*_forms("{c}.get_usable_length(seq_length)"))(
-                    cst.SimpleStatementLine([cst.Expr(hit[1])])
-                )
-            ):
-                continue  # legacy (prepare-4d-mask): the past length, read from the tuple instead
             if (
                 hit
                 and hit[0] == "past_seen_tokens"
@@ -277,7 +274,9 @@ SLIDING_WINDOW_BUILDER = "mask_function"
 #: The legacy forward's mask (``prepare-4d-mask``): the backend's mask builder chosen by
 #: ``self._attn_implementation``; the eager branch's ``_prepare_4d_causal_attention_mask`` is translated.
 _FA2_TEST = r.known('self._attn_implementation == "flash_attention_2"')
-_FA2_MASK = r.known("attention_mask = attention_mask if (attention_mask is not None and 0 in attention_mask) else None")
+_FA2_MASK = r.known(
+    "attention_mask = attention_mask if (attention_mask is not None and 0 in attention_mask) else None"
+)
 _SDPA_TEST = r.known('self._attn_implementation == "sdpa" and not output_attentions')
 _SDPA_MASK = r.known(
     """
@@ -299,7 +298,9 @@ LEGACY_MASK_BUILDER = "_prepare_4d_causal_attention_mask"
 LEGACY_MASK_BUILDERS = {LEGACY_MASK_BUILDER, "_prepare_4d_causal_attention_mask_for_sdpa"}
 _SLIDING_WINDOW_ARG = m.Arg(
     keyword=m.Name("sliding_window"),
-    value=m.Attribute(value=m.Attribute(value=m.Name("self"), attr=m.Name("config")), attr=m.Name("sliding_window")),
+    value=m.Attribute(
+        value=m.Attribute(value=m.Name("self"), attr=m.Name("config")), attr=m.Name("sliding_window")
+    ),
 )
 LEGACY_EXPLICIT_MASK = """
 # vacc: explicit additive mask, all ones over past + current by default
@@ -385,7 +386,7 @@ class ModelForward:
             r.Rule("explicit-mask", r.TRANSLATE, "the 4D additive mask from _prepare_decoder_attention_mask",
                    self._is_mask, self._mask),
             r.Rule("explicit-mask", r.TRANSLATE, "the 4D additive mask from _prepare_decoder_attention_mask, "
-                   "for the eager attention", _is_legacy_mask, self._legacy_mask),
+                   "for the eager attention", self._is_legacy_mask, self._legacy_mask),
             r.Rule("model-rotary", r.DROP, "each attention computes its own cos/sin tables", _MODEL_ROTARY),
             r.Rule("next-cache-init", r.TRANSLATE, "the next cache is a tuple", _NEXT_CACHE_INIT,
                    lambda _: lay.parse_stmts(NEXT_CACHE_INIT)),
@@ -533,6 +534,24 @@ class ModelForward:
     def _mask(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
         return lay.parse_stmts(EXPLICIT_MASK)
 
+    def _is_legacy_mask(self, stmt: cst.BaseStatement) -> bool:
+        """The legacy chain exactly (``_is_legacy_mask``); an ``if`` on ``self._attn_implementation``
+        that calls a legacy mask builder in any other form is drift, named at that ``if``."""
+        if _is_legacy_mask(stmt):
+            return True
+        if (
+            isinstance(stmt, cst.If)
+            and "self._attn_implementation" in {s.dotted(x) for x in m.findall(stmt.test, m.Attribute())}
+            and LEGACY_MASK_BUILDERS & set(s.calls(stmt))
+        ):
+            raise self.codemod.drift(
+                UNIT,
+                "the mask builder chosen by self._attn_implementation is not the known form (flash-attention "
+                "2D mask, _prepare_4d_causal_attention_mask_for_sdpa, else _prepare_4d_causal_attention_mask)",
+                node=stmt,
+            )
+        return False
+
     def _legacy_mask(self, stmt: cst.If) -> list[cst.BaseStatement]:
         """The legacy chain (see ``_is_legacy_mask``): the flash-attention and SDPA branches dropped
         (``attention-dispatch``), the eager branch's ``_prepare_4d_causal_attention_mask(...)``
@@ -575,7 +594,9 @@ class ModelForward:
                     "knows", node=stmt,
                 )  # fmt: skip
         kept[-1] = kept[-1].with_changes(comma=call.args[-1].comma)  # upstream's layout before `)`
-        new_call = call.with_changes(func=cst.parse_expression("self._prepare_decoder_attention_mask"), args=kept)
+        new_call = call.with_changes(
+            func=cst.parse_expression("self._prepare_decoder_attention_mask"), args=kept
+        )
         default = lay.parse_stmts(LEGACY_EXPLICIT_MASK)
         default[0] = default[0].with_changes(leading_lines=[*comments, *default[0].leading_lines])
         return [*default, eager.with_changes(body=[small.with_changes(value=new_call)], leading_lines=())]

@@ -64,7 +64,6 @@ def known(*sources: str) -> Callable[[cst.BaseStatement], bool]:
     return lambda stmt: _dump_of(stmt) in wanted
 
 
-
 def padding_mask_warning() -> Callable[[cst.BaseStatement], bool]:
     """The deprecation warning about a ``padding_mask`` entry of ``**kwargs`` (Llama 4.36 era):
     the ``padding-mask-warning`` drop of the attention and decoder-layer forwards, whose vacc
@@ -77,6 +76,7 @@ def padding_mask_warning() -> Callable[[cst.BaseStatement], bool]:
             )
         """
     )
+
 
 #: id(node) -> (node, dump): every rule asks about the same statements, render each once.
 _DUMPS: dict[int, tuple[cst.CSTNode, str]] = {}

@@ -20,7 +20,9 @@ default); its statements are accounted for one by one:
   ``use_cache``, and no longer passes ``cache_position``, ``position_embeddings`` (each
   attention computes its own tables) or ``**kwargs``; its other arguments stay upstream's;
   ``tuple-outputs``: ``return hidden_states`` (4.54+) becomes the output tuple;
-  ``present-output``: ``return outputs`` gains ``present`` when upstream's tuple lacks it;
+  ``present-output``: ``return outputs`` gains ``present`` when upstream's tuple lacks it because
+  its attention returns none (unpacked into two names; a present unpacked but never appended is
+  drift);
 * dropped — ``padding-mask-warning`` (a deprecation warning about a ``kwargs`` entry; the
   vacc forward takes no ``**kwargs``), ``deprecate-kwarg`` (a decorator renaming the cache
   argument).
@@ -150,6 +152,17 @@ class DecoderLayerForward(VaccCodemod):
             )
         stmts = s.fn_body(forward)
         appended = any(_PRESENT_APPENDED(x) for x in stmts)
+        # upstream's attention returns a present (unpacked into a third name) that upstream's outputs
+        # never carry: a change of upstream's, not the 4.48+ form whose attention returns none
+        unpacked = any(
+            m.matches(x, _SELF_ATTN) and len(x.body[0].targets[0].target.elements) == 3 for x in stmts
+        )
+        if unpacked and not appended and any(r.known("return outputs")(x) for x in stmts):
+            raise self.drift(
+                UNIT,
+                "self.self_attn(...) is unpacked into a present_key_value that upstream never appends to its outputs",
+                node=next(x for x in stmts if r.known("return outputs")(x)),
+            )
         rules = [
             r.Rule("padding-mask-warning", r.DROP, "the vacc forward takes no **kwargs", _PADDING_MASK_WARNING),
             r.Rule("self-attn-call", r.TRANSLATE, "one layer's tuple cache in, (hidden, weights, present) out",

@@ -243,8 +243,7 @@ def _returns_pair(returns: list[cst.Return]) -> bool:
 
 _SEQ_LEN_COMMENT = cst.EmptyLine(
     comment=cst.Comment(
-        "# vacc: the contract's forward(x, position_ids, seq_len); these tables "
-        "do not depend on position_ids"
+        "# vacc: the contract's forward(x, position_ids, seq_len); these tables do not depend on position_ids"
     )
 )
 
@@ -253,7 +252,12 @@ def _is_seq_len_tables(forward: cst.FunctionDef) -> bool:
     """The legacy form: ``forward(self, x, seq_len=None)`` (or, its own output, with
     ``position_ids=None`` between) whose body reads ``seq_len`` and never ``position_ids``."""
     p = forward.params
-    if isinstance(p.star_arg, cst.Param | cst.ParamStar) or p.star_kwarg or p.posonly_params or p.kwonly_params:
+    if (
+        isinstance(p.star_arg, cst.Param | cst.ParamStar)
+        or p.star_kwarg
+        or p.posonly_params
+        or p.kwonly_params
+    ):
         return False
     names = [x.name.value for x in p.params]
     defaults = [None if x.default is None else s.render(x.default).strip() for x in p.params]
