@@ -9,15 +9,26 @@ normaliser, the layer list iterated, the final norm, the output class.
 Rules (``patches/_rules.py``), in the order they are tried:
 
 * translate ``past-length`` — upstream's conversion of the cache into a ``Cache`` object (or
-  its creation), in one of the forms listed in ``_IS_CACHE_CONVERSION`` exactly, becomes
+  its creation), in one of the forms listed in ``_CACHE_CONVERSIONS`` exactly, becomes
   ``past_key_values_length``, read from the tuple; a legacy-format warning inside it is
-  dropped with its own comment;
+  dropped with its own comment; the legacy forward's conversion (``prepare-4d-mask``) also
+  notes ``use_legacy_cache`` and reads ``past_key_values_length =
+  past_key_values.get_usable_length(seq_length)``;
 * drop ``cache-bookkeeping`` — ``past_seen_tokens = 0``, ``return_legacy_cache`` handling and
   the computation of ``cache_position``: the vacc model has no cache positions;
 * translate ``default-positions`` — ``position_ids`` defaulting to the positions after the
   past (from ``cache_position`` upstream) become ``arange(past, past + seq_len)``;
 * translate ``explicit-mask`` — the mask built by ``self._update_causal_mask`` or
   ``create_causal_mask`` becomes the all-ones default plus ``_prepare_decoder_attention_mask``;
+* translate ``explicit-mask``, legacy form (``prepare-4d-mask``: Llama 4.36 era, Mistral
+  4.38–4.41) — ``if self._attn_implementation == "flash_attention_2": … elif … "sdpa" …: <mask> =
+  _prepare_4d_causal_attention_mask_for_sdpa(…) else: <mask> = _prepare_4d_causal_attention_mask(…)``:
+  the first two branches are dropped by ``attention-dispatch`` (the vacc attention is the eager
+  one; each is recognised exactly), the eager branch's call becomes the all-ones default plus
+  ``self._prepare_decoder_attention_mask`` with upstream's own arguments, assigning upstream's
+  variable; its ``sliding_window=self.config.sliding_window`` argument is dropped by the rule
+  ``sliding-window`` in a family with that trait (the vendor's decision: plain causal mask), and
+  is drift in any other;
 * drop ``model-rotary`` — ``position_embeddings = self.rotary_emb(...)``: each attention
   computes its own tables;
 * translate ``next-cache-init`` — ``next_decoder_cache = None`` becomes an empty tuple;
@@ -28,7 +39,8 @@ Rules (``patches/_rules.py``), in the order they are tried:
   and ``**kwargs`` arguments go, the rest stays upstream's), ``collect-present`` (each
   layer's present appended to the next cache);
 * translate ``next-cache`` — upstream's conversion of the next cache back to the legacy
-  form becomes the tuple itself;
+  form (``to_legacy_cache()``, by ``isinstance`` or by ``use_legacy_cache``) becomes the tuple
+  itself;
 * translate ``model-output`` — the output class gets the tuple cache in its cache field
   (``past_key_values`` or ``cache``) and the collected hidden states and attentions.
 
@@ -79,7 +91,7 @@ UPSTREAM_PARAMS: dict[str, set[str | None]] = {
 }  # fmt: skip
 PLUMBING = frozenset(
     {*CACHE_NAMES, "cache_position", "position_embeddings", "kwargs", "flash_attn_kwargs", "past_seen_tokens",
-     "return_legacy_cache", "next_decoder_cache", "mask_kwargs", "causal_mask_mapping"}
+     "return_legacy_cache", "next_decoder_cache", "mask_kwargs", "causal_mask_mapping", "use_legacy_cache"}
 )  # fmt: skip
 #: Decorators that intercept the forward's inputs or outputs (the contract's forward does that
 #: work itself: ``decorated-io``), that rename the cache keyword, or that only document it.
@@ -149,6 +161,7 @@ def _forms(*templates: str) -> tuple[str, ...]:
 
 _LEGACY_TEST = "use_cache and not isinstance(past_key_values, Cache)"
 _WARNING = 'logger.warning_once("...")'  # the text of a warning is not its shape (see _unworded)
+_CAST = "past_key_values = DynamicCache.from_legacy_cache(past_key_values)"
 #: ``past-length``: the forms of upstream's conversion of the cache into a ``Cache`` object, or
 #: its creation, known exactly (comments, layout and warning texts aside).  Each only turns the
 #: cache into a ``Cache`` (``DynamicCache()``, ``DynamicCache.from_legacy_cache(...)``), notes
@@ -162,19 +175,13 @@ _CACHE_CONVERSIONS = r.known(
             past_key_values = DynamicCache.from_legacy_cache(past_key_values)
         past_seen_tokens = past_key_values.get_seq_length()
     """,
-    *(
-        f"if {test}:\n    return_legacy_cache = True\n    {cast}\n    {_WARNING}"
+    *(  # 4.41-4.46, with and without the warning
+        f"if {test}:\n    return_legacy_cache = True\n    {_CAST}{warning}"
         for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
-        for cast in ("past_key_values = DynamicCache.from_legacy_cache(past_key_values)",)
-    ),
-    *(
-        f"if {test}:\n    return_legacy_cache = True\n    {cast}"
-        for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
-        for cast in ("past_key_values = DynamicCache.from_legacy_cache(past_key_values)",)
+        for warning in ("", f"\n    {_WARNING}")
     ),
     *(  # Mistral 4.42-4.47: the cast first
-        f"if {test}:\n    past_key_values = DynamicCache.from_legacy_cache(past_key_values)\n"
-        f"    return_legacy_cache = True\n    {_WARNING}"
+        f"if {test}:\n    {_CAST}\n    return_legacy_cache = True\n    {_WARNING}"
         for test in (_LEGACY_TEST, f"{_LEGACY_TEST} and not self.training")
     ),
     f"""
@@ -185,6 +192,14 @@ _CACHE_CONVERSIONS = r.known(
         else:
             past_key_values = DynamicCache.from_legacy_cache(past_key_values)
             {_WARNING}
+    """,
+    # the legacy forward (prepare-4d-mask): notes use_legacy_cache, reads the past length itself
+    """
+    if use_cache:
+        use_legacy_cache = not isinstance(past_key_values, Cache)
+        if use_legacy_cache:
+            past_key_values = DynamicCache.from_legacy_cache(past_key_values)
+        past_key_values_length = past_key_values.get_usable_length(seq_length)
     """,
     *_forms("if use_cache and {c} is None:\n    {c} = DynamicCache()"),
     *_forms("if use_cache and {c} is None:\n    {c} = DynamicCache(config=self.config)"),
@@ -273,6 +288,46 @@ _SLIDING_WINDOW_CHOICE = r.known(
     "create_sliding_window_causal_mask"
 )
 SLIDING_WINDOW_BUILDER = "mask_function"
+#: The legacy forward's mask (``prepare-4d-mask``): the backend's mask builder chosen by
+#: ``self._attn_implementation``; the eager branch's ``_prepare_4d_causal_attention_mask`` is translated.
+_FA2_TEST = r.known('self._attn_implementation == "flash_attention_2"')
+_FA2_MASK = r.known(
+    "attention_mask = attention_mask if (attention_mask is not None and 0 in attention_mask) else None"
+)
+_SDPA_TEST = r.known('self._attn_implementation == "sdpa" and not output_attentions')
+_SDPA_MASK = r.known(
+    """
+    attention_mask = _prepare_4d_causal_attention_mask_for_sdpa(
+        attention_mask, (batch_size, seq_length), inputs_embeds, past_key_values_length
+    )
+    """,
+    """
+    attention_mask = _prepare_4d_causal_attention_mask_for_sdpa(
+        attention_mask,
+        (batch_size, seq_length),
+        inputs_embeds,
+        past_key_values_length,
+        sliding_window=self.config.sliding_window,
+    )
+    """,
+)
+LEGACY_MASK_BUILDER = "_prepare_4d_causal_attention_mask"
+LEGACY_MASK_BUILDERS = {LEGACY_MASK_BUILDER, "_prepare_4d_causal_attention_mask_for_sdpa"}
+_SLIDING_WINDOW_ARG = m.Arg(
+    keyword=m.Name("sliding_window"),
+    value=m.Attribute(
+        value=m.Attribute(value=m.Name("self"), attr=m.Name("config")), attr=m.Name("sliding_window")
+    ),
+)
+LEGACY_EXPLICIT_MASK = """
+# vacc: explicit additive mask, all ones over past + current by default
+if attention_mask is None:
+    attention_mask = torch.ones(
+        (inputs_embeds.shape[0], inputs_embeds.shape[1] + past_key_values_length),
+        dtype=torch.bool,
+        device=inputs_embeds.device,
+    )
+"""
 _MODEL_ROTARY = r.known(
     "position_embeddings = self.rotary_emb(hidden_states, position_ids)",
     "position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)",
@@ -289,6 +344,10 @@ _NEXT_CACHE = r.known(
         )
     """,
     "next_cache = next_decoder_cache if use_cache else None",
+    """
+    if use_cache:
+        next_cache = next_decoder_cache.to_legacy_cache() if use_legacy_cache else next_decoder_cache
+    """,
 )
 _LAYER_LOOP = m.For(target=m.Name("decoder_layer"))
 _LAYER_CALL = m.Call(func=m.Name("decoder_layer"))
@@ -343,6 +402,8 @@ class ModelForward:
                    _DEFAULT_POSITIONS, lambda _: lay.parse_stmts(DEFAULT_POSITIONS)),
             r.Rule("explicit-mask", r.TRANSLATE, "the 4D additive mask from _prepare_decoder_attention_mask",
                    self._is_mask, self._mask),
+            r.Rule("explicit-mask", r.TRANSLATE, "the 4D additive mask from _prepare_decoder_attention_mask, "
+                   "for the eager attention", self._is_legacy_mask, self._legacy_mask),
             r.Rule("model-rotary", r.DROP, "each attention computes its own cos/sin tables", _MODEL_ROTARY),
             r.Rule("next-cache-init", r.TRANSLATE, "the next cache is a tuple", _NEXT_CACHE_INIT,
                    lambda _: lay.parse_stmts(NEXT_CACHE_INIT)),
@@ -469,9 +530,15 @@ class ModelForward:
         return body
 
     def _past_length(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
-        """The first conversion becomes the past length; a repeated one (4.42–4.44) nothing."""
+        """The first conversion becomes the past length; a repeated one (4.42–4.44) nothing.  The
+        legacy conversion, which reads ``past_key_values_length`` itself, becomes that read alone
+        (upstream's own ``past_key_values_length = 0`` stands before it)."""
         done = any(name == "past-length" for name, _a, _l in self.account.ledger[:-1])
-        return [] if done else lay.parse_stmts(PAST_LENGTH)
+        if done:
+            return []
+        if "past_key_values_length" in {a for x in m.findall(stmt, m.Assign()) for a in _assign_names(x)}:
+            return lay.parse_stmts(PAST_LENGTH)[1:]
+        return lay.parse_stmts(PAST_LENGTH)
 
     # -- the mask --------------------------------------------------------------------------------
     def _is_mask(self, stmt: cst.BaseStatement) -> bool:
@@ -483,6 +550,73 @@ class ModelForward:
 
     def _mask(self, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
         return lay.parse_stmts(EXPLICIT_MASK)
+
+    def _is_legacy_mask(self, stmt: cst.BaseStatement) -> bool:
+        """The legacy chain exactly (``_is_legacy_mask``); an ``if`` on ``self._attn_implementation``
+        that calls a legacy mask builder in any other form is drift, named at that ``if``."""
+        if _is_legacy_mask(stmt):
+            return True
+        if (
+            isinstance(stmt, cst.If)
+            and "self._attn_implementation" in {s.dotted(x) for x in m.findall(stmt.test, m.Attribute())}
+            and LEGACY_MASK_BUILDERS & set(s.calls(stmt))
+        ):
+            raise self.codemod.drift(
+                UNIT,
+                "the mask builder chosen by self._attn_implementation is not the known form (flash-attention "
+                "2D mask, _prepare_4d_causal_attention_mask_for_sdpa, else _prepare_4d_causal_attention_mask)",
+                node=stmt,
+            )
+        return False
+
+    def _legacy_mask(self, stmt: cst.If) -> list[cst.BaseStatement]:
+        """The legacy chain (see ``_is_legacy_mask``): the flash-attention and SDPA branches dropped
+        (``attention-dispatch``), the eager branch's ``_prepare_4d_causal_attention_mask(...)``
+        becoming the all-ones default and ``self._prepare_decoder_attention_mask`` with upstream's
+        arguments; its ``sliding_window=`` argument dropped (``sliding-window``) where the family
+        has the trait."""
+        sdpa = stmt.orelse
+        eager = sdpa.orelse.body.body[0]
+        small = eager.body[0]
+        call = small.value
+        comments = [
+            cst.EmptyLine(comment=cst.Comment(f"# vacc: dropped (attention-dispatch): {line}"))
+            for line in (
+                f"if {r.one_line(stmt.test)}: {r.first_line(stmt.body.body[0])}",
+                f"elif {r.one_line(sdpa.test)}: {r.first_line(sdpa.body.body[0])}",
+            )
+        ]
+        self.account.ledger += [
+            ("attention-dispatch", r.DROP, f"if {r.one_line(stmt.test)}:"),
+            ("attention-dispatch", r.DROP, f"elif {r.one_line(sdpa.test)}:"),
+        ]
+        positional = [a for a in call.args if a.keyword is None and not a.star]
+        if len(positional) != 4 or not m.matches(positional[0].value, m.Name("attention_mask")):
+            raise self.codemod.drift(
+                UNIT, f"{LEGACY_MASK_BUILDER} is not called with (attention_mask, input_shape, inputs_embeds, "
+                "past_key_values_length)", node=stmt,
+            )  # fmt: skip
+        kept = []
+        for arg in call.args:
+            if arg.keyword is None and not arg.star:
+                kept.append(arg)
+            elif m.matches(arg, _SLIDING_WINDOW_ARG) and self.codemod.trait("sliding_window"):
+                comments.append(cst.EmptyLine(
+                    comment=cst.Comment(f"# vacc: dropped (sliding-window): {r.one_line(arg).rstrip(',').strip()}")
+                ))  # fmt: skip
+                self.account.ledger.append(("sliding-window", r.DROP, r.one_line(arg).rstrip(",").strip()))
+            else:
+                raise self.codemod.drift(
+                    UNIT, f"{LEGACY_MASK_BUILDER} is passed `{r.one_line(arg).rstrip(',').strip()}`, which no rule "
+                    "knows", node=stmt,
+                )  # fmt: skip
+        kept[-1] = kept[-1].with_changes(comma=call.args[-1].comma)  # upstream's layout before `)`
+        new_call = call.with_changes(
+            func=cst.parse_expression("self._prepare_decoder_attention_mask"), args=kept
+        )
+        default = lay.parse_stmts(LEGACY_EXPLICIT_MASK)
+        default[0] = default[0].with_changes(leading_lines=[*comments, *default[0].leading_lines])
+        return [*default, eager.with_changes(body=[small.with_changes(value=new_call)], leading_lines=())]
 
     # -- the layer loop ----------------------------------------------------------------------------
     def _loop(self, loop: cst.For) -> list[cst.BaseStatement]:
@@ -665,3 +799,40 @@ def _returns_to_tuple(stmt: cst.CSTNode) -> bool:
         if isinstance(stmt, cst.SimpleStatementLine)
         else False
     )
+
+
+def _is_legacy_mask(stmt: cst.BaseStatement) -> bool:
+    """``if self._attn_implementation == "flash_attention_2": <FA2 2D mask> elif
+    self._attn_implementation == "sdpa" and not output_attentions: <SDPA mask> else: attention_mask =
+    _prepare_4d_causal_attention_mask(...)``, the first two branches exactly as upstream has them
+    and each branch one statement."""
+    if not (isinstance(stmt, cst.If) and _one(stmt.body) and isinstance(stmt.orelse, cst.If)):
+        return False
+    sdpa = stmt.orelse
+    if not (_one(sdpa.body) and isinstance(sdpa.orelse, cst.Else) and _one(sdpa.orelse.body)):
+        return False
+    if not (_expr_is(_FA2_TEST, stmt.test) and _FA2_MASK(stmt.body.body[0])):
+        return False
+    if not (_expr_is(_SDPA_TEST, sdpa.test) and _SDPA_MASK(sdpa.body.body[0])):
+        return False
+    eager = sdpa.orelse.body.body[0]
+    return (
+        isinstance(eager, cst.SimpleStatementLine)
+        and len(eager.body) == 1
+        and isinstance(eager.body[0], cst.Assign)
+        and _targets(eager) == {"attention_mask"}
+        and isinstance(eager.body[0].value, cst.Call)
+        and s.dotted(eager.body[0].value.func) == LEGACY_MASK_BUILDER
+    )
+
+
+def _one(block: cst.BaseSuite) -> bool:
+    return isinstance(block, cst.IndentedBlock) and len(block.body) == 1
+
+
+def _expr_is(known, expr: cst.BaseExpression) -> bool:
+    return known(cst.SimpleStatementLine([cst.Expr(expr)]))
+
+
+def _assign_names(assign: cst.Assign) -> set[str]:
+    return {s.dotted(t.target) or "" for t in assign.targets}

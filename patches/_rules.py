@@ -69,6 +69,20 @@ def known(*sources: str) -> Callable[[cst.BaseStatement], bool]:
     return lambda stmt: _dump_of(stmt) in wanted
 
 
+def padding_mask_warning() -> Callable[[cst.BaseStatement], bool]:
+    """The deprecation warning about a ``padding_mask`` entry of ``**kwargs`` (Llama 4.36 era):
+    the ``padding-mask-warning`` drop of the attention and decoder-layer forwards, whose vacc
+    forms take no ``**kwargs``."""
+    return known(
+        """
+        if "padding_mask" in kwargs:
+            warnings.warn(
+                "Passing `padding_mask` is deprecated and will be removed in v4.37. Please make sure use `attention_mask` instead.`"
+            )
+        """
+    )
+
+
 #: id(node) -> (node, dump): every rule asks about the same statements, render each once.
 _DUMPS: dict[int, tuple[cst.CSTNode, str]] = {}
 

@@ -29,7 +29,15 @@ default it knows); its statements are accounted for one by one:
   attn_output, attn_weights`` also returns ``present`` (weights None unless asked);
   ``inline-eager``: the call of the attention interface (or of ``eager_attention_forward``)
   becomes the eager function's own statements, its parameters bound to the call's arguments;
-* dropped — ``static-cache-hook`` (``past_key_value = getattr(self, "past_key_value", …)``),
+* translated, in the legacy forward (shape ``kv-seq-len``) — ``tuple-cache-length``: ``if
+  past_key_value is not None:`` checking ``self.layer_idx`` and adding
+  ``past_key_value.get_usable_length(kv_seq_len, self.layer_idx)`` to ``kv_seq_len`` becomes the
+  addition of the tuple's past length (``past_key_value[0].shape[-2]``; the layer index only
+  addresses a ``Cache`` object); ``rotary-tables``: ``cos, sin = self.rotary_emb(value_states,
+  seq_len=kv_seq_len)`` also passes ``position_ids`` (the contract's rotary signature), upstream's
+  own ``kv_seq_len = key_states.shape[-2]`` being kept where it is;
+* dropped — ``padding-mask-warning`` (a deprecation warning about a ``padding_mask`` entry of
+  ``**kwargs``, which the vacc forward does not take), ``static-cache-hook`` (``past_key_value = getattr(self, "past_key_value", …)``),
   ``attention-dispatch`` (choosing another backend than eager), ``deprecate-kwarg`` (a
   renaming decorator of the cache argument; the contract names it ``past_key_value``),
   ``other-backend-kwargs`` (keyword arguments of the interface call that the eager function
@@ -51,6 +59,12 @@ Shapes recognised:
   is inlined into the forward and removed; since the rotary tables are no longer handed down
   by ``GemmaModel``, ``GemmaAttention.__init__`` gains ``self.rotary_emb`` built exactly as
   ``GemmaModel.__init__`` builds it;
+* ``kv-seq-len`` — within ``three-classes``, the legacy forward (Llama 4.36 era; Mistral
+  4.38–4.41): ``**kwargs`` feeding a ``padding_mask`` warning, ``kv_seq_len`` grown by the cache's
+  ``get_usable_length``, rotary tables asked for ``seq_len=kv_seq_len`` and gathered by
+  ``apply_rotary_pos_emb(…, position_ids)``, a ``Cache.update`` with ``{"sin", "cos"}``
+  ``cache_kwargs``, the mask's size checked by upstream itself: translated by the rules above
+  (upstream's own size checks are kept beside the contract's);
 * ``tuple-cache`` — ``GemmaAttention.forward`` already has the contract's signature and the
   tuple-cache ``present`` (this codemod's output).
 """
@@ -140,6 +154,11 @@ _CACHE_UPDATE = r.known(
         """,
         """
         if {c} is not None:
+            cache_kwargs = {{"sin": sin, "cos": cos}}  # Specific to RoPE models
+            key_states, value_states = {c}.update(key_states, value_states, self.layer_idx, cache_kwargs)
+        """,
+        """
+        if {c} is not None:
             key_states, value_states = {c}.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
         """,
     )
@@ -149,6 +168,28 @@ _ROTARY_CALL = r.known(
     "cos, sin = self.rotary_emb(value_states, position_ids)",
     "cos, sin = position_embeddings",
 )
+#: The legacy forward's rotary call (``kv-seq-len``): tables for the ``kv_seq_len`` upstream counts.
+_SEQ_LEN_ROTARY_CALL = r.known("cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)")
+SEQ_LEN_ROTARY_TABLES = "cos, sin = self.rotary_emb(value_states, position_ids, seq_len=kv_seq_len)"
+_USABLE_LENGTH = r.known(
+    *_cache_forms(
+        """
+        if {c} is not None:
+            if self.layer_idx is None:
+                raise ValueError(
+                    f"The cache structure has changed since version v4.36. If you are using {{self.__class__.__name__}} "
+                    "for auto-regressive decoding with k/v caching, please make sure to initialize the attention class "
+                    "with a layer index."
+                )
+            kv_seq_len += {c}.get_usable_length(kv_seq_len, self.layer_idx)
+        """,
+    )
+)
+TUPLE_CACHE_LENGTH = """
+# vacc: the past length of the (key, value) tuple (a layer index only addresses a Cache object)
+if past_key_value is not None:
+    kv_seq_len += past_key_value[0].shape[-2]
+"""
 _ROTARY_APPLY = r.known(
     "query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)",
     "query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, None)",
@@ -224,6 +265,8 @@ class Attention(VaccCodemod):
         "eager-function": "eager_attention_forward(module, query, ...) + an attention-interface lookup in forward; "
         "rotary position embeddings computed by GemmaModel",
         "tuple-cache": "GemmaAttention.forward already the tuple-cache form (this codemod's output)",
+        "kv-seq-len": "legacy forward: kv_seq_len from the cache's get_usable_length, rotary tables by seq_len, "
+        "padding_mask warning (three-classes)",
     }
 
     def rewrite(self, module: cst.Module) -> cst.Module:
@@ -283,6 +326,11 @@ class Attention(VaccCodemod):
         account = r.Accountant(self, unit, [], PLUMBING | {cache})
         inline = _Inline(self, eager, account)
         account.rules = [
+            r.Rule("padding-mask-warning", r.DROP, "the vacc forward takes no **kwargs", r.padding_mask_warning()),
+            r.Rule("tuple-cache-length", r.TRANSLATE, "the past length is the tuple's", _USABLE_LENGTH,
+                   lambda _: lay.parse_stmts(TUPLE_CACHE_LENGTH)),
+            r.Rule("rotary-tables", r.TRANSLATE, "cos/sin tables for the kv_seq_len upstream counts",
+                   _SEQ_LEN_ROTARY_CALL, lambda _: lay.parse_stmts(SEQ_LEN_ROTARY_TABLES)),
             r.Rule("static-cache-hook", r.DROP, "static caches do not exist in the vacc form", _STATIC_HOOK),
             r.Rule("rotary-tables", r.TRANSLATE, "cos/sin tables for kv_seq_len positions", _ROTARY_CALL,
                    lambda _: lay.parse_stmts(ROTARY_TABLES)),
@@ -303,6 +351,10 @@ class Attention(VaccCodemod):
         if eager is not None:
             r.check_upstream_names(self, EAGER_FUNCTION, eager, module)
         counts = [name for name, _action, _line in account.ledger]
+        if any(name in ("tuple-cache-length", "padding-mask-warning") for name in counts) or any(
+            _SEQ_LEN_ROTARY_CALL(x) for x in s.fn_body(forward)
+        ):
+            self.met("kv-seq-len")
         for rule in ("rotary-tables", "rotary-gather", "tuple-cache", "mask-check"):
             if counts.count(rule) != 1:
                 raise self.drift(

@@ -34,6 +34,10 @@ Shapes recognised:
 * ``position-embeddings`` — forward also (or instead) taking the ``position_embeddings``
   computed by ``GemmaModel`` (4.48+; the cache argument named ``past_key_value``,
   ``past_key_values`` or ``cache``, possibly returning the bare hidden states);
+* ``past-key-value`` — forward taking neither: ``(hidden_states, attention_mask, position_ids,
+  past_key_value, output_attentions, use_cache[, **kwargs])`` with the cache handed to
+  ``self.self_attn`` as ``past_key_value`` (Llama 4.36 era; Mistral 4.38–4.41, whose
+  ``**kwargs`` only feed the ``padding-mask-warning``);
 * ``tuple-outputs`` — the contract's signature already (this codemod's output: the rules
   leave it as it is).
 """
@@ -94,14 +98,7 @@ if use_cache:
 return outputs
 """
 _PRESENT_APPENDED = r.known("if use_cache:\n    outputs += (present_key_value,)")
-_PADDING_MASK_WARNING = r.known(
-    """
-    if "padding_mask" in kwargs:
-        warnings.warn(
-            "Passing `padding_mask` is deprecated and will be removed in v4.37. Please make sure use `attention_mask` instead.`"
-        )
-    """
-)
+_PADDING_MASK_WARNING = r.padding_mask_warning()
 _SELF_ATTN = m.SimpleStatementLine(
     body=[m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call(func=s.self_attr("self_attn")))]
 )
@@ -116,6 +113,8 @@ class DecoderLayerForward(VaccCodemod):
     SHAPES = {
         "cache-position": "forward(..., cache_position, **kwargs) passing them on to self.self_attn",
         "position-embeddings": "forward(..., position_embeddings, **kwargs) with rotary tables from GemmaModel",
+        "past-key-value": "forward(..., past_key_value, output_attentions, use_cache[, **kwargs]) with neither "
+        "cache_position nor position_embeddings",
         "tuple-outputs": "the tuple-cache forward this codemod writes",
     }
 
@@ -143,10 +142,12 @@ class DecoderLayerForward(VaccCodemod):
             self.met("position-embeddings")
         elif "cache_position" in params:
             self.met("cache-position")
+        elif "past_key_value" in params:
+            self.met("past-key-value")
         else:
             raise self.drift(
                 UNIT,
-                "forward takes neither cache_position nor position_embeddings",
+                "forward takes neither cache_position nor position_embeddings nor past_key_value",
                 nearest=f"forward({', '.join(params)})",
             )
         stmts = s.fn_body(forward)

@@ -38,6 +38,14 @@ Shapes recognised:
   ``causal_mask = mask_function(...)`` (Mistral 4.53+, a family with the ``sliding_window``
   trait): the choice is dropped by the rule ``sliding-window`` and the mask is the vacc one,
   plain causal (the vendor does not use the sliding window); drift for Gemma;
+* ``prepare-4d-mask`` — the legacy forward (Llama 4.36 era; Mistral 4.38–4.41): no
+  ``cache_position``; a tuple turned into a ``DynamicCache`` by ``if use_cache:`` (noting
+  ``use_legacy_cache``, reading ``get_usable_length``) and back by ``to_legacy_cache()``; the
+  4D mask built by ``_prepare_4d_causal_attention_mask`` (or its ``_for_sdpa`` twin, or left 2D
+  for flash attention) chosen by ``self._attn_implementation``, with ``sliding_window=`` in a
+  sliding-window family: the eager builder becomes ``_prepare_decoder_attention_mask``, the other
+  backends are dropped (``attention-dispatch``) and so is the window (``sliding-window``, the
+  vendor's decision; drift for a family without the trait); see ``patches/_model_forward.py``;
 * ``tuple-cache`` — forward already calling ``self._prepare_decoder_attention_mask`` with no
   ``cache_position`` (this codemod's output);
 * ``head-cache-position`` — a head's forward taking ``cache_position`` and passing it to
@@ -82,7 +90,7 @@ from patches import _shapes as s
 from patches._base import VaccCodemod
 from patches._generic_heads import GENERIC_HEADS
 from patches._heads import HEADS, OPTIONAL_HEADS
-from patches._model_forward import SLIDING_WINDOW_BUILDER, ModelForward
+from patches._model_forward import LEGACY_MASK_BUILDERS, SLIDING_WINDOW_BUILDER, ModelForward
 
 _SCALE = s.assigns(
     m.Name("hidden_states"), m.BinaryOperation(left=m.Name("hidden_states"), operator=m.Multiply())
@@ -121,6 +129,8 @@ class MaskGeneration(VaccCodemod):
         "head-tuple-cache": "a head's forward without cache_position or logits_to_keep",
         "generic-head": "a head inheriting __init__/forward from a Generic…ForXxx class (4.54+)",
         "unscaled-embedding": "no embedding normaliser, in a family whose upstream has none (Mistral)",
+        "prepare-4d-mask": "legacy GemmaModel.forward: DynamicCache.from_legacy_cache and "
+        "_prepare_4d_causal_attention_mask(_for_sdpa) chosen by self._attn_implementation",
         "sliding-window-mask": "forward choosing create_causal_mask or create_sliding_window_causal_mask by "
         "config.sliding_window (Mistral 4.53+): the choice dropped, the mask plain causal",
     }
@@ -157,11 +167,13 @@ class MaskGeneration(VaccCodemod):
             self.met("create-causal-mask")
         elif SLIDING_WINDOW_BUILDER in called and self.trait("sliding_window"):
             self.met("sliding-window-mask")
+        elif LEGACY_MASK_BUILDERS & called and "cache_position" not in params:
+            self.met("prepare-4d-mask")
         else:
             raise self.drift(
                 "GemmaModel.forward",
-                "forward builds its mask neither with self._update_causal_mask or create_causal_mask "
-                "nor with self._prepare_decoder_attention_mask",
+                "forward builds its mask neither with self._update_causal_mask, create_causal_mask or "
+                "_prepare_4d_causal_attention_mask nor with self._prepare_decoder_attention_mask",
                 nearest=f"forward({', '.join(params)})",
             )
         if "self._gradient_checkpointing_func" not in called and not _layers_checkpoint_themselves(module):

@@ -15,7 +15,7 @@ Shapes recognised (in ``GemmaForCausalLM``):
 * ``cache-class-aware`` — upstream's own ``prepare_inputs_for_generation`` handling
   ``Cache`` objects and ``cache_position``: replaced whole, because the contract fixes the
   tuple-cache form; so it is recognised exactly, by the digest of its code (``KNOWN_UPSTREAM``:
-  the ten forms of Gemma 4.38.0–4.45.0, three of Mistral 4.42–4.45).  Any other form is drift — a change upstream makes there
+  the ten forms of Gemma 4.38.0–4.45.0, four of Mistral 4.38–4.45).  Any other form is drift — a change upstream makes there
   stops the run instead of vanishing;
 * ``inherited`` — no ``prepare_inputs_for_generation`` in the class (4.46+: ``GenerationMixin``'s
   would be used, which is ``cache_position`` and ``Cache`` based): ours is added after ``forward``;
@@ -109,6 +109,9 @@ KNOWN_UPSTREAM = {
     "38d657316c8b532c7db079710617370c14bbc19751ba7e83cc7f951b31c7b752": "mistral 4.42.0-4.42.4",
     "de49a1c1afebc329aca8c3c08a5a4341ec1e0212c4bc37131c4aba32b1a3422b": "mistral 4.44.0-4.44.2",
     "76463532979eb72df3a902c7f14437208e0abe875ca9e6e8ce346cb83241f5b9": "mistral 4.45.0-4.45.2",
+    # Mistral 4.38-4.41 (the Llama 4.36-era form): past length from `Cache.seen_tokens` or the
+    # tuple, the mask cropped to a bounded cache's `get_max_length()`; no cache_position
+    "57fbd6fe184eaf54fcd4b2e0f9d13c5968cd3133f8dfeccba8f272b338eeee27": "mistral 4.38.0-4.41.2",
 }
 
 

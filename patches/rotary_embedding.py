@@ -22,6 +22,15 @@ Shapes recognised:
 * ``position-forward`` — ``GemmaRotaryEmbedding.forward(self, x, position_ids, ...)``
   returning ``cos, sin`` at the given positions (every release so far: lazy or buffered
   ``inv_freq``, config-based ``rope_init_fn``, ``@dynamic_rope_update``): renamed and wrapped;
+* ``seq-len-tables`` — the legacy rotary class (Llama 4.36 era; Mistral 4.38–4.41):
+  ``forward(self, x, seq_len=None)`` slicing a cos/sin cache built in ``__init__`` (and
+  rebuilt by ``_set_cos_sin_cache`` for a longer ``seq_len``), returning ``cos, sin`` — already
+  ``[seq_len, head_dim]`` tables for positions ``0 … seq_len-1``.  Translated
+  (``position-ids-parameter``): the signature gains the contract's ``position_ids=None`` after
+  ``x`` (unused: the tables do not depend on it); kept: the whole body, ``__init__`` and
+  ``_set_cos_sin_cache``, as upstream wrote them (so the dtype and cache handling stay
+  upstream's).  Its own output, ``forward(self, x, position_ids=None, seq_len=None)`` not
+  reading ``position_ids``, is recognised as this shape again and left as it is;
 * ``table`` — the table form this codemod writes (its own output);
 * ``unsqueeze`` — ``apply_rotary_pos_emb(q, k, cos, sin, ...)`` doing
   ``cos = cos.unsqueeze(unsqueeze_dim)`` on per-position tables: edited in place — translated
@@ -31,7 +40,8 @@ Shapes recognised:
   signature; kept: the docstring and everything else (``q_embed``, ``k_embed``, the return);
 * ``gathered`` — ``apply_rotary_pos_emb`` already gathering ``cos[position_ids]`` (its own output).
 
-A rotary class without a ``forward(x, position_ids)`` returning two values is drift.
+A rotary class without a ``forward(x, position_ids)`` or ``forward(x, seq_len)`` returning two
+values is drift.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ class RotaryEmbedding(VaccCodemod):
     SHAPES = {
         "position-forward": "upstream forward(x, position_ids, ...) returning cos, sin at the given positions",
         "table": "forward returning [seq_len, head_dim] tables from _forward_at_positions (this codemod's output)",
+        "seq-len-tables": "legacy forward(x, seq_len) slicing a cos/sin cache: gains position_ids, body kept",
         "unsqueeze": "apply_rotary_pos_emb doing `cos = cos.unsqueeze(unsqueeze_dim)`",
         "gathered": "apply_rotary_pos_emb gathering `cos[position_ids]` (this codemod's output)",
     }
@@ -114,10 +125,19 @@ class RotaryEmbedding(VaccCodemod):
             return cls
         params = s.param_names(forward)
         returns = [x for x in s.small_statements(s.fn_body(forward)) if isinstance(x, cst.Return)]
+        if kept is None and _returns_pair(returns) and _is_seq_len_tables(forward):
+            self.met("seq-len-tables")
+            if params == ["self", "x", "position_ids", "seq_len"]:  # its own output
+                return cls
+            new = forward.with_changes(params=_with_position_ids_param(forward.params))
+            new = new.with_changes(leading_lines=[*forward.leading_lines, _SEQ_LEN_COMMENT])
+            body[k] = new
+            return lay.with_class_body(cls, body)
         if kept is not None or params[:3] != ["self", "x", "position_ids"] or not _returns_pair(returns):
             raise self.drift(
                 "GemmaRotaryEmbedding.forward",
-                "forward is neither upstream's `forward(x, position_ids)` returning cos, sin nor the table form",
+                "forward is neither upstream's `forward(x, position_ids)` or `forward(x, seq_len)` returning "
+                "cos, sin nor the table form",
                 nearest=f"forward({', '.join(params)})",
             )
         self.met("position-forward")
@@ -219,3 +239,48 @@ def _nearest(module: cst.Module, word: str) -> str | None:
 def _returns_pair(returns: list[cst.Return]) -> bool:
     """The forward ends in ``return a, b`` (cos, sin)."""
     return bool(returns) and isinstance(returns[-1].value, cst.Tuple) and len(returns[-1].value.elements) == 2
+
+
+_SEQ_LEN_COMMENT = cst.EmptyLine(
+    comment=cst.Comment(
+        "# vacc: the contract's forward(x, position_ids, seq_len); these tables do not depend on position_ids"
+    )
+)
+
+
+def _is_seq_len_tables(forward: cst.FunctionDef) -> bool:
+    """The legacy form: ``forward(self, x, seq_len=None)`` (or, its own output, with
+    ``position_ids=None`` between) whose body reads ``seq_len`` and never ``position_ids``."""
+    p = forward.params
+    if (
+        isinstance(p.star_arg, cst.Param | cst.ParamStar)
+        or p.star_kwarg
+        or p.posonly_params
+        or p.kwonly_params
+    ):
+        return False
+    names = [x.name.value for x in p.params]
+    defaults = [None if x.default is None else s.render(x.default).strip() for x in p.params]
+    if names == ["self", "x", "seq_len"]:
+        if defaults != [None, None, "None"]:
+            return False
+    elif names == ["self", "x", "position_ids", "seq_len"]:
+        if defaults != [None, None, "None", "None"]:
+            return False
+    else:
+        return False
+    used = set().union(set(), *(r.variables(x) for x in s.fn_body(forward)))
+    return "seq_len" in used and "position_ids" not in used
+
+
+def _with_position_ids_param(params: cst.Parameters) -> cst.Parameters:
+    """``(self, x, seq_len=None)`` -> ``(self, x, position_ids=None, seq_len=None)``."""
+    items = list(params.params)
+    new = cst.Param(
+        cst.Name("position_ids"),
+        default=cst.Name("None"),
+        equal=items[2].equal,
+        comma=items[1].comma,
+    )
+    items.insert(2, new)
+    return params.with_changes(params=items)

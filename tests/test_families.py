@@ -1,9 +1,10 @@
 """Model families: the Mistral series on the same codemods as Gemma's.
 
 Gemma's lock must not move (``tests/test_lock.py``); here: the family notion (names mapped to
-the codemods' vocabulary and back, exactly), the Mistral pins, which Mistral releases apply and
-which drift (and why), what the family-specific rules do (Mistral's sliding-window mask choice
-dropped, no embedding normaliser; neither allowed for Gemma), the command line's ``--model``,
+the codemods' vocabulary and back, exactly), the Mistral pins, that every Mistral release
+applies (4.38-4.41 in the legacy shapes), what the family-specific rules do (Mistral's
+sliding-window mask choice or argument dropped, no embedding normaliser; neither allowed for
+Gemma), the command line's ``--model``,
 and the mutation tier on Mistral files.
 """
 
@@ -28,8 +29,15 @@ GEMMA_PINS = pins.load_pins()
 MISTRAL_PINS = pins.load_pins(model=MISTRAL)
 MISTRAL_SERIES = engine.load_series(model=MISTRAL)
 #: Mistral before 4.42 computes rotary tables by seq_len, takes padding_mask through **kwargs
-#: and builds a legacy 4D mask: shapes no codemod knows yet, so those releases must drift.
+#: and builds a legacy 4D sliding-window mask: the legacy (Llama 4.36-era) shapes of the codemods.
 LEGACY = [v for v in MISTRAL_PINS if tuple(map(int, v.split(".")[:2])) < (4, 42)]
+LEGACY_SHAPES = {
+    "rotary-embedding": ("seq-len-tables", "gathered"),
+    "attention": ("three-classes", "kv-seq-len"),
+    "decoder-layer-forward": ("past-key-value",),
+    "mask-generation": ("prepare-4d-mask", "unscaled-embedding", "head-tuple-cache"),
+    "prepare-inputs-for-generation": ("cache-class-aware", "tuple-reorder-cache"),
+}
 
 
 @functools.cache
@@ -111,17 +119,7 @@ def test_fetched_files_match_their_pins() -> None:
 
 # -- the series on every pinned release --------------------------------------------------------
 @pytest.mark.parametrize("version", distinct())
-def test_each_distinct_mistral_file_applies_or_drifts_usefully(version: str) -> None:
-    if version in LEGACY:
-        with pytest.raises(DriftError) as info:
-            generate(upstream(version))
-        message = str(info.value)
-        assert (
-            "codemod rotary-embedding, target MistralRotaryEmbedding.forward at modeling_mistral.py:"
-            in message
-        )
-        assert "Gemma" not in message
-        return
+def test_each_distinct_mistral_file_applies(version: str) -> None:
     out = generate(upstream(version))
     modeling = out.files["modeling_mistral_vacc.py"]
     assert set(out.files) == {
@@ -145,12 +143,22 @@ def test_each_distinct_mistral_file_applies_or_drifts_usefully(version: str) -> 
     if "create_sliding_window_causal_mask" in upstream(version).modeling:
         assert "sliding-window-mask" in shapes["mask-generation"]
         assert "# vacc: dropped (sliding-window): mask_function = create_causal_mask if" in modeling
+    if version in LEGACY:
+        assert {k: shapes[k] for k in LEGACY_SHAPES} == LEGACY_SHAPES
+        assert "# vacc: dropped (sliding-window): sliding_window=self.config.sliding_window" in modeling
+        code = [x.strip() for x in modeling.splitlines() if not x.strip().startswith(("#", "from "))]
+        assert not [x for x in code if "_prepare_4d_causal_attention_mask" in x]  # imported, not called
+        assert "get_usable_length" not in modeling and "padding_mask" not in modeling.replace(
+            '# vacc: dropped (padding-mask-warning): if "padding_mask" in kwargs: …', ""
+        )
 
 
-def test_which_releases_drift() -> None:
-    """4.38.0-4.41.2 drift (legacy shapes), every later release applies: the README's numbers."""
+def test_every_release_applies() -> None:
+    """4.38.0-4.41.2 in the legacy shapes (4 distinct files), the 102 later ones in the others: the
+    README's numbers."""
     assert LEGACY == [v for v in MISTRAL_PINS if v < "4.42"] and len(LEGACY) == 13
-    assert len(MISTRAL_PINS) - len(LEGACY) == 102
+    assert len({MISTRAL_PINS[v].files[MISTRAL.modeling] for v in LEGACY}) == 4
+    assert len(MISTRAL_PINS) == 115
 
 
 def test_unclaimed_upstream_lines_stay_byte_for_byte() -> None:
@@ -229,12 +237,27 @@ def test_list_model_mistral(capsys: pytest.CaptureFixture[str]) -> None:
     assert {c["file"] for c in listed} == {"modeling_mistral.py", "configuration_mistral.py"}
 
 
+USABLE_LENGTH = "            kv_seq_len += past_key_value.get_usable_length(kv_seq_len, self.layer_idx)\n"
+
+
 def test_drift_is_exit_3_in_mistral_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["apply", "--model", "mistral", "--transformers", "4.40.2", "--out", str(tmp_path / "o")]) == 3
+    """4.40.2 with its attention's legacy cache-length block changed: drift, named in Mistral's names."""
+    up = upstream("4.40.2")
+    assert up.modeling.count(USABLE_LENGTH) == 3  # the eager, FlashAttention2 and SDPA classes: the first
+    first = up.modeling.index(USABLE_LENGTH)
+    changed = (
+        up.modeling[:first]
+        + USABLE_LENGTH.replace("(kv_seq_len,", "(kv_seq_len + 1,")
+        + up.modeling[first + len(USABLE_LENGTH) :]
     )
+    (tmp_path / "modeling_mistral.py").write_text(changed, encoding="utf-8")
+    (tmp_path / "configuration_mistral.py").write_text(up.configuration, encoding="utf-8")
+    argv = ["apply", "--model", "mistral", "--upstream", str(tmp_path / "modeling_mistral.py")]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err
-    assert "MistralRotaryEmbedding.forward at modeling_mistral.py:" in err
+    line = changed[:first].count("\n") - 6  # the `if past_key_value is not None:` above it
+    assert f"codemod attention, target MistralAttention.forward at modeling_mistral.py:{line}:" in err
+    assert "Gemma" not in err
     assert not (tmp_path / "o").exists()
 
 
@@ -250,7 +273,7 @@ def test_verify_dir_refuses_mistral(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_check_model_mistral_matches_its_lock(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--model", "mistral"]) == 0
-    assert "upstream_pins/mistral/lock.json (102 generate, 13 drift)" in capsys.readouterr().out
+    assert "upstream_pins/mistral/lock.json (115 generate, 0 drift)" in capsys.readouterr().out
 
 
 def test_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,7 +281,7 @@ def test_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
 
 
 # -- the mutation tier on Mistral files --------------------------------------------------------
-MUTATION_FILES = ("4.45.0", "4.53.0", "5.24.0")
+MUTATION_FILES = ("4.40.0", "4.45.0", "4.53.0", "5.24.0")
 
 
 @pytest.mark.network

@@ -620,12 +620,12 @@ def _drift_node(source: str) -> str | None:
             "def forward( …",
             id="star-args",
         ),
-        pytest.param(
-            UPSTREAM.replace("        cache_position: Optional[torch.LongTensor] = None,\n", "").replace(
-                "            cache_position=cache_position,\n", ""
-            ),
+        pytest.param(  # without the cache as past_key_value too (with it: the legacy past-key-value shape)
+            UPSTREAM.replace("        cache_position: Optional[torch.LongTensor] = None,\n", "")
+            .replace("            cache_position=cache_position,\n", "")
+            .replace("        past_key_value: Optional[Tuple", "        past_key_values: Optional[Tuple"),
             None,
-            id="neither-cache-position-nor-position-embeddings",
+            id="neither-cache-position-nor-position-embeddings-nor-past-key-value",
         ),
         # the unit itself
         pytest.param(
