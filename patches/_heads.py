@@ -2,7 +2,8 @@
 
 A head's ``forward`` (``GemmaForCausalLM``, ``GemmaForSequenceClassification``,
 ``GemmaForTokenClassification`` where the release has it) loses ``cache_position`` and the
-logits slicing of ``(num_)logits_to_keep``, takes the cache as ``past_key_values`` (``cache``
+logits slicing of ``(num_)logits_to_keep`` (each with the default under which upstream does
+what the vacc head does, ``None`` and ``0``; another default is drift), takes the cache as ``past_key_values`` (``cache``
 in 5.24+) and passes it on to ``self.model`` (SPEC §4, heads).  The shapes are
 ``mask-generation``'s ``head-…`` shapes; its module docstring is the contract.  Heads whose
 body a generic class of the library provides are :mod:`patches._generic_heads`.
@@ -27,6 +28,10 @@ HEAD_PARAMS = {
 }  # fmt: skip
 #: Head parameters this codemod removes, and the names through which logits slicing is done.
 REMOVED_HEAD_PARAMS = ("cache_position", "num_logits_to_keep", "logits_to_keep")
+#: The default each removed parameter must have: the one under which upstream computes what
+#: the tuple-cache head does (no cache positions; logits for every position, ``0`` keeping
+#: them all).  Another default is a head that computes something else by default: drift.
+REMOVED_DEFAULTS = {"cache_position": {"None"}, "num_logits_to_keep": {"0"}, "logits_to_keep": {"0"}}
 LOGITS_SLICING = {"num_logits_to_keep", "logits_to_keep", "slice_indices"}
 
 
@@ -49,6 +54,7 @@ def rewrite_forward(codemod: VaccCodemod, head: str, cls: cst.ClassDef, module: 
         )
     renaming = [d for d in forward.decorators if r.decorator_name(d) == "deprecate_kwarg"]
     removed = [p for p in params if p in REMOVED_HEAD_PARAMS]
+    r.check_defaults(codemod, f"{head}.forward", _removed_only(forward), REMOVED_DEFAULTS)
     if not removed and not renaming and "cache" not in params:
         codemod.met("head-tuple-cache")
         return cls
@@ -86,6 +92,19 @@ def rewrite_forward(codemod: VaccCodemod, head: str, cls: cst.ClassDef, module: 
             unit, f"the rewritten forward uses {', '.join(left)}, which nothing defines", anchor=head
         )
     return lay.with_class_body(cls, lay.replace_in(s.class_body(cls), k, new))
+
+
+def _removed_only(forward: cst.FunctionDef) -> cst.FunctionDef:
+    """``forward`` with only the parameters the tuple-cache head removes (their defaults checked)."""
+    p = forward.params
+    keep = lambda x: x.name.value in REMOVED_DEFAULTS  # noqa: E731
+    return forward.with_changes(
+        params=p.with_changes(
+            params=[x for x in p.params if keep(x)],
+            posonly_params=[x for x in p.posonly_params if keep(x)],
+            kwonly_params=[x for x in p.kwonly_params if keep(x)],
+        )
+    )
 
 
 def _assigned_call(stmt: cst.CSTNode, func: str) -> cst.Call | None:

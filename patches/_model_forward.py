@@ -627,13 +627,18 @@ class ModelForward:
         calls = ledger.count("layer-call") + ledger.count("checkpointed-layer-call")
         if calls != 1:
             raise self.codemod.drift(UNIT, f"the layer loop calls its layer {calls} times", node=loop)
-        decorated = bool(self.intercepting)  # upstream collects through its decorators (4.51+)
-        if decorated and not any(r.known(COLLECT_HIDDEN)(x) for x in body):
-            body = [*lay.parse_stmts(COLLECT_HIDDEN), *body]
+        # upstream collects through its decorators (4.51+): the collection is added, unless
+        # upstream keeps collectors of its own (then what its loop does is carried as it is)
+        upstream = {a for x in s.fn_body(self.forward) for a in _targets(x)}
+        decorated = bool(self.intercepting)
+        if decorated and "all_hidden_states" not in upstream:
+            if not any(r.known(COLLECT_HIDDEN)(x) for x in body):
+                body = [*lay.parse_stmts(COLLECT_HIDDEN), *body]
         if "collect-present" not in ledger and "next_decoder_cache" not in r.variables(loop):
             body += lay.parse_stmts(COLLECT_PRESENT)  # 4.48+: upstream's cache was a Cache object
-        if decorated and not any(r.known(COLLECT_ATTENTIONS)(x) for x in body):
-            body += lay.parse_stmts(COLLECT_ATTENTIONS)
+        if decorated and "all_self_attns" not in upstream:
+            if not any(r.known(COLLECT_ATTENTIONS)(x) for x in body):
+                body += lay.parse_stmts(COLLECT_ATTENTIONS)
         body = [*lay.parse_stmts(LAYER_PAST), *body]
         body[0] = body[0].with_changes(leading_lines=[])
         new_iter = cst.Call(func=cst.Name("enumerate"), args=[cst.Arg(loop.iter)])

@@ -304,6 +304,24 @@ def check_params(
         raise codemod.drift(unit, f"forward takes `**{p.star_kwarg.name.value}`", node=fn)  # type: ignore[attr-defined]
 
 
+def check_defaults(codemod: object, unit: str, fn: cst.FunctionDef, known: dict[str, set[str]]) -> None:
+    """Every parameter of ``fn`` that has a default has one of those ``known`` for it: where a
+    rewrite does not carry a default (it binds the caller's argument, or removes the
+    parameter), a changed default would vanish without a word."""
+    p = fn.params
+    for param in (*p.posonly_params, *p.params, *p.kwonly_params):
+        if param.default is None:
+            continue
+        name, default = param.name.value, s.render(param.default).strip()
+        if default not in known.get(name, ()):
+            raise codemod.drift(  # type: ignore[attr-defined]
+                unit,
+                f"parameter `{name}` has default `{default}`, which no rule knows",
+                node=fn,
+                nearest=f"{fn.name.value}({', '.join(s.param_names(fn))})",
+            )
+
+
 # -- names -----------------------------------------------------------------------------------------
 def module_names(module: cst.Module) -> set[str]:
     """Names bound at module level: definitions, assignments and imports, also inside top-level

@@ -82,6 +82,8 @@ from patches._base import VaccCodemod
 VARIANTS = ("GemmaFlashAttention2", "GemmaSdpaAttention")
 MAPPING = "GEMMA_ATTENTION_CLASSES"
 EAGER_FUNCTION = "eager_attention_forward"
+#: The defaults known for ``eager_attention_forward``'s parameters (the others take none).
+EAGER_DEFAULTS = {"dropout": {"0.0"}, "scaling": {"None"}, "softcap": {"None"}}
 CACHE_NAMES = ("past_key_value", "past_key_values", "cache")
 
 SIGNATURE = lay.parse_def(
@@ -527,9 +529,14 @@ class _Inline:
                 )
 
     def _bind(self, call: cst.Call, eager: cst.FunctionDef) -> dict[str, cst.BaseExpression]:
-        """Eager parameter -> the expression the call passes (or the parameter's default)."""
+        """Eager parameter -> the expression the call passes (or the parameter's default).
+
+        Every default must be one ``EAGER_DEFAULTS`` knows, even where the call passes the
+        argument: inlined, a default the call overrides leaves no trace, so a new one (upstream
+        changing what its eager path does when called elsewhere) is drift, not dropped."""
         p = eager.params
         params = [*p.posonly_params, *p.params]
+        r.check_defaults(self.codemod, EAGER_FUNCTION, eager, EAGER_DEFAULTS)
         binding: dict[str, cst.BaseExpression] = {}
         positional = [a for a in call.args if a.keyword is None and not a.star]
         if len(positional) > len(params):

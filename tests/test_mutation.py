@@ -412,6 +412,31 @@ def test_a_mutant_the_splice_cannot_take_is_classified_from_the_whole_file() -> 
     assert mutants.classify(m, series, base, spliced).status == mutants.classify(m, series, base).status
 
 
+#: Mutants the series once dropped silently, as the tier found them: one file per class of
+#: defect (a rule that re-added what upstream removed, a loose recognition absorbing a changed
+#: statement, a default the rewrite does not carry).  Each must now be refused or carried.
+ONCE_DROPPED = {
+    "4.38.0": (
+        "4.38.0:GemmaDecoderLayer.forward:delete:L648c8:if use_cache:",
+        "4.38.0:GemmaModel.forward:delete:L864c12:if not isinstance(past_key_values, StaticCache):",
+        "4.38.0:GemmaModel.forward:call-scale:L864c19:isinstance(...)*1.5",
+    ),
+    "4.41.0": ("4.41.0:GemmaModel.forward:call-scale:L855c29:isinstance(...)*1.5",),
+    "4.48.3": ("4.48.3:eager_attention_forward:const:L208c21:0.0->0.5",),
+    "4.53.0": ("4.53.0:GemmaModel.forward:delete:L438c12:if output_hidden_states:",),
+    "5.1.0": ("5.1.0:GemmaForCausalLM.forward:const:L475c45:0->1",),
+}
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("version", ONCE_DROPPED)
+def test_mutants_once_dropped_are_refused_or_carried(version: str) -> None:
+    found = {m.id: m for m in real_mutants(version)}
+    chosen = [found[i] for i in ONCE_DROPPED[version]]  # KeyError: the generator changed its ids
+    outcomes = mutants.classify_all(chosen, SERIES)
+    assert all(o.status in ("refused", "carried") for o in outcomes), mutants.failure_message(outcomes)
+
+
 def _full_tier_requested(config: pytest.Config) -> bool:
     return "mutation" in (config.option.markexpr or "") or os.environ.get("PATCHER_MUTATION") == "1"
 

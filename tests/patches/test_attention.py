@@ -884,6 +884,12 @@ EAGER_DISPATCH = (
             "attn_output, attn_weights = attention_interface(self, query_states)",
             id="interface-call-without-eager-function",
         ),
+        pytest.param(  # the call passes dropout: inlined, the default would leave no trace
+            EAGER_UPSTREAM.replace("    dropout: float = 0.0,\n", "    dropout: float = 0.1,\n", 1),
+            "eager_attention_forward",
+            "def eager_attention_forward( …",
+            id="eager-function-default-changed",
+        ),
     ],
 )
 def test_eager_function_drift(source: str, target: str, node: str | None) -> None:

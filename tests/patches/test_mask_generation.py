@@ -1625,6 +1625,17 @@ HEAD_MODEL_CALL = "            cache_position=cache_position,\n            **kwa
             None,
             id="head-without-forward",
         ),
+        pytest.param(  # removing logits_to_keep is right only where its default keeps every position
+            TUPLE_MODEL
+            + CAUSAL_LM.replace(
+                "        logits_to_keep: Union[int, torch.Tensor] = 0,\n",
+                "        logits_to_keep: Union[int, torch.Tensor] = 1,\n",
+            )
+            + SEQUENCE_CLASSIFICATION,
+            "GemmaForCausalLM.forward",
+            DECORATED,
+            id="removed-parameter-default-changed",
+        ),
     ],
 )
 def test_head_drift(source: str, target: str, node: str | None) -> None:
