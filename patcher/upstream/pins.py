@@ -186,7 +186,7 @@ def pin_release(
     releases.  Re-pinning an already pinned release rewrites an identical file.
     """
     fam = family(model)
-    version = check_release(version)
+    version = check_release(version, fam)
     _refuse_yanked(version)
     cache = cache if cache is not None else BlobCache()
     with tempfile.TemporaryDirectory(prefix="patcher-pin-") as tmp:
