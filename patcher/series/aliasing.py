@@ -41,7 +41,11 @@ def run_as_canonical(
 
     def back(text: str) -> str:
         text = fam.from_canonical(text)
-        return text.replace(PLACEHOLDER, notice) if notice else text
+        if not notice:
+            return text
+        # the notice's lines end as the output's do (CRLF for an all-CRLF upstream)
+        newline = "\r\n" if f"{PLACEHOLDER}\r\n" in text else "\n"
+        return text.replace(PLACEHOLDER, notice.replace("\n", newline))
 
     result.code = back(result.code)
     result.steps = [back(step) for step in result.steps]
