@@ -1,11 +1,12 @@
 """Hostile files, shared caches, signals and encodings (issue 9), through the command line:
-77 cases (with the 110 of ``test_errors.py``, 187).
+138 cases (with the 110 of ``test_errors.py``, 248).
 
 One section per class of failure the issue names: values read from repository files and
 caches used as paths (1), files patcher did not write (2), permissions (3), concurrency and
 interruption (4), resource limits (5), git edge cases (6), text encodings (7), and the small
-items (9).  (Class 8, the dependency floors, is the lowest-direct tier of ``.ci/run``, checked
-in ``test_ci_files.py``.)  A refusal is asserted as in ``test_errors.py``: the documented exit
+items (9), and ``--model``: unknown family names and another family's files (10).  (Class 8,
+the dependency floors, is the lowest-direct tier of ``.ci/run``, checked in
+``test_ci_files.py``.)  A refusal is asserted as in ``test_errors.py``: the documented exit
 code, one ``patcher:`` line naming the problem and the fix, no traceback, and the tree as it
 was; a case that must work is asserted by what it writes.
 
