@@ -410,3 +410,26 @@ def test_a_mistral_build_with_a_harmless_hand_edit_is_reported_and_verified(tmp_
         c for c in report["checks"] if c["status"] not in ("pass", "decision", "skipped")
     ]
     assert any(c["name"] == "sliding_window" and c["status"] == "decision" for c in report["checks"])
+
+
+def test_a_mistral_dir_naming_a_release_the_series_drifts_on_exits_3(
+    tmp_path, fake_release, monkeypatch, capsys
+):
+    """Mistral 4.38-4.41 drift: there is no output to compare DIR's files with; the drift report
+    is printed (one line per drifting codemod), exit 3, nothing verified."""
+    from patcher.errors import DriftError
+
+    def drifts(up, *a):
+        raise DriftError(
+            "drift: codemod attention, target MistralAttention.forward at modeling_mistral.py:1: x"
+        )
+
+    monkeypatch.setattr(outputs, "generate_cached", drifts)
+    directory = write(tmp_path / "d", generated_files(model="mistral"))
+    assert main(["verify", "--dir", str(directory)]) == 3
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "patcher: drift: codemod attention, target MistralAttention.forward at modeling_mistral.py:1: x\n"
+    )
+    assert fake_release["dirs"] == []
