@@ -1,5 +1,5 @@
 """Hostile files, shared caches, signals and encodings (issue 9), through the command line:
-138 cases (with the 110 of ``test_errors.py``, 248).
+139 cases (with the 110 of ``test_errors.py``, 249).
 
 One section per class of failure the issue names: values read from repository files and
 caches used as paths (1), files patcher did not write (2), permissions (3), concurrency and
@@ -924,6 +924,7 @@ def family_files(work: Path, tmp_path: Path, families: dict[str, Upstream]) -> P
     for folder, modeling in (
         ("mixed", mistral.modeling + "\n\nclass GemmaRMSNorm(MistralRMSNorm):\n    pass\n"),
         ("empty", ""),
+        ("comment", "# adapted from the gemma port\n" + mistral.modeling),
     ):
         (work / folder).mkdir()
         (work / folder / "modeling_mistral.py").write_text(modeling)
@@ -986,7 +987,12 @@ HOSTILE_FAMILY_INPUTS = {
     "gemma-names-mixed-in": (
         ["apply", "--model", "mistral", "--upstream", "mixed/modeling_mistral.py", "--out", "out"],
         2,
-        ["modeling_mistral.py already uses Gemma", "cannot be mapped to them and back exactly"],
+        ["already uses Gemma", "cannot be mapped to them and back exactly"],
+    ),
+    "gemma-in-a-comment": (  # the names are mapped as text: the line is named
+        ["apply", "--model", "mistral", "--upstream", "comment/modeling_mistral.py", "--out", "out"],
+        2,
+        ["modeling_mistral.py:1 already uses gemma", "cannot be mapped"],
     ),
     "binary-mistral-upstream": (
         ["apply", "--model", "mistral", "--upstream", "bin/modeling_mistral.py", "--out", "out"],
