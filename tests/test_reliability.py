@@ -1,5 +1,5 @@
 """Hostile files, shared caches, signals and encodings (issue 9), through the command line:
-139 cases (with the 110 of ``test_errors.py``, 249).
+140 cases (with the 110 of ``test_errors.py``, 250).
 
 One section per class of failure the issue names: values read from repository files and
 caches used as paths (1), files patcher did not write (2), permissions (3), concurrency and
@@ -1028,6 +1028,11 @@ HOSTILE_FAMILY_INPUTS = {
         ["install", "--transformers", FAMILY_BASE, "--weights", "ckpt-mistral"],
         2,
         ["config.json says model_type 'mistral', not 'gemma'", "--force"],
+    ),
+    "check-mistral-without-its-lock": (  # the hint was `patcher lock`, which writes Gemma's
+        ["check", "--model", "mistral"],
+        2,
+        ["there is no lock at ", "mistral/lock.json", "run `patcher lock --model mistral` to write one"],
     ),
     "verify-dir-mistral-as-gemma": (
         ["verify", "--model", "gemma", "--dir", "built-mistral"],

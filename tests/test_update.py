@@ -709,5 +709,6 @@ def test_update_without_a_mistral_lock_refuses_before_downloading(tiny, tmp_path
     tiny["listed"].update(releases(("5.25.0", False)))
     code, out, err = run(capsys, "--model", "mistral")
     assert code == 2 and out == ""
-    assert err.startswith("patcher: there is no lock at ") and "mistral" in err
+    assert err.startswith("patcher: there is no lock at ") and "mistral/lock.json" in err
+    assert err.endswith("run `patcher lock --model mistral` to write one\n")  # not gemma's lock
     assert len(err.splitlines()) == 1 and tiny["pip"].calls == []

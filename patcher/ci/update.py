@@ -429,7 +429,7 @@ def update_releases(
     verify_on = select_toolchains() if verify_on is None else list(verify_on)
     say = progress or (lambda message: None)
     lock_file = lockfile.lock_path(model=fam.name)
-    lock = lockfile.read_lock(lock_file)  # refuse early, before any download, without a lock
+    lock = lockfile.read_lock(lock_file, fam.name)  # refuse early, before any download, without a lock
     pinned = pins.load_pins(model=fam)
     newest = next(reversed(pinned), None)
     wanted, skipped = new_releases(newest, fam)

@@ -418,7 +418,7 @@ def _verify_dir(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
     texts, version, notices = found.read_dir(directory, given, fam)
     generated = generate_cached(upstream_for(version, model=fam.name)).files
     try:
-        entry = lockfile.read_lock(lockfile.lock_path(model=fam.name)).releases.get(version)
+        entry = lockfile.read_lock(lockfile.lock_path(model=fam.name), fam.name).releases.get(version)
     except UsageError:
         entry = None
     locked = entry.outputs if entry else None
