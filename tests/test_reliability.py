@@ -1,5 +1,5 @@
 """Hostile files, shared caches, signals and encodings (issue 9), through the command line:
-140 cases (with the 110 of ``test_errors.py``, 250).
+141 cases (with the 110 of ``test_errors.py``, 251).
 
 One section per class of failure the issue names: values read from repository files and
 caches used as paths (1), files patcher did not write (2), permissions (3), concurrency and
@@ -1029,6 +1029,14 @@ HOSTILE_FAMILY_INPUTS = {
         2,
         ["config.json says model_type 'mistral', not 'gemma'", "--force"],
     ),
+    "gemma-pin-in-mistral-dir": (  # the hint was `patcher pin`, which pins Gemma's files
+        ["apply", "--model", "mistral", "--transformers", FAMILY_BASE, "--out", "out"],
+        2,
+        [
+            "files must name exactly configuration_mistral.py, modeling_mistral.py",
+            "`patcher pin --model mistral`",
+        ],
+    ),
     "check-mistral-without-its-lock": (  # the hint was `patcher lock`, which writes Gemma's
         ["check", "--model", "mistral"],
         2,
@@ -1046,6 +1054,8 @@ HOSTILE_FAMILY_INPUTS = {
 @pytest.mark.parametrize("case", HOSTILE_FAMILY_INPUTS)
 def test_hostile_family_input_is_one_line(case: str, family_files: Path, tmp_path: Path, capsys) -> None:
     argv, expected, fragments = HOSTILE_FAMILY_INPUTS[case]
+    if case == "gemma-pin-in-mistral-dir":
+        shutil.copy(ROOT / "upstream_pins" / f"{FAMILY_BASE}.json", tmp_path / "pins" / "mistral")
     if case.startswith("verify-dir"):
         assert (
             main(["apply", "--model", "mistral", "--transformers", FAMILY_BASE, "--out", "built-mistral"])
