@@ -59,7 +59,8 @@ def check(fam: Family, source: str, file: str) -> None:
     """Refuse an upstream the name mapping would not carry exactly."""
     clashes = fam.clashes(source)
     if clashes:
-        line = next(n for n, text in enumerate(source.splitlines(), 1) if any(c in text for c in clashes))
+        lines = enumerate(source.splitlines(), 1)
+        line = next((n for n, text in lines if any(c in text for c in clashes)), 1)
         raise UsageError(
             f"{file}:{line} already uses {', '.join(clashes)}, the names patcher's codemods are written in; "
             f"its {fam.prefix} names cannot be mapped to them and back exactly"
