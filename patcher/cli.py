@@ -122,7 +122,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "codemods": [
                         {
                             "name": c.NAME,
-                            "description": c.DESCRIPTION,
+                            "description": fam.from_canonical(c.DESCRIPTION),
                             "targets": [fam.from_canonical(t) for t in c.TARGETS],
                             "file": fam.from_canonical(c.FILE),
                             "shapes": list(c.SHAPES),
@@ -136,7 +136,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(c.NAME) for c in series)
     for i, c in enumerate(series, 1):
-        print(f"{i:>2}. {c.NAME:<{width}}  {c.DESCRIPTION}")
+        print(f"{i:>2}. {c.NAME:<{width}}  {fam.from_canonical(c.DESCRIPTION)}")
         print(f"    {'':<{width}}  targets: {fam.from_canonical(', '.join(c.TARGETS))}")
     return 0
 
@@ -144,8 +144,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_pin(args: argparse.Namespace) -> int:
     if args.latest == bool(args.versions):
         raise UsageError("give release versions to pin, or --latest (not both)")
-    wanted = [pins.latest_release()] if args.latest else [versions.check_release(v) for v in args.versions]
     fam = family_of(args.model)
+    wanted = (
+        [pins.latest_release()] if args.latest else [versions.check_release(v, fam) for v in args.versions]
+    )
     pins.check_writable(model=fam)  # before any download
     for version in wanted:
         say(f"pinning transformers {version} ...")
@@ -165,10 +167,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patcher.ci.review",
     "patcher.ci.update",
 )
-
-
-#: Commands that do not take another family yet (``--model`` other than gemma is refused).
-GEMMA_ONLY = frozenset({"update"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,11 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        if getattr(args, "model", "gemma") != "gemma" and args.command in GEMMA_ONLY:
-            raise UsageError(
-                f"`patcher {args.command}` covers the gemma family only so far; "
-                f"--model {args.model} works with every other command"
-            )
         return args.func(args)
     except PatcherError as exc:
         lines = str(exc).splitlines() or [type(exc).__name__]

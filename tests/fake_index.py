@@ -23,15 +23,21 @@ def sha(data: bytes) -> str:
 
 
 def make_wheel(
-    dest: Path, version: str, modeling: bytes = MODELING, configuration: bytes = CONFIGURATION
+    dest: Path,
+    version: str,
+    modeling: bytes = MODELING,
+    configuration: bytes = CONFIGURATION,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write ``transformers-VERSION-py3-none-any.whl`` into ``dest`` with fixed zip metadata."""
+    """Write ``transformers-VERSION-py3-none-any.whl`` into ``dest`` with fixed zip metadata;
+    ``extra`` adds members (``transformers/models/mistral/modeling_mistral.py``: bytes)."""
     path = dest / f"transformers-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in (
             ("transformers/__init__.py", f'__version__ = "{version}"\n'.encode()),
             ("transformers/models/gemma/modeling_gemma.py", modeling),
             ("transformers/models/gemma/configuration_gemma.py", configuration),
+            *sorted((extra or {}).items()),
         ):
             archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
     return path

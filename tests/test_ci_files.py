@@ -165,9 +165,14 @@ def test_update_workflow_is_idempotent():
 
 def test_update_workflow_tells_the_states_apart_by_exit_code():
     from patcher.ci.update import EXIT_CODES
+    from patcher.upstream.families import FAMILIES
 
     script = update_script()
-    assert "patcher update --json > update.json" in script
+    # every family is followed, each into its own document, merged into update.json
+    families = re.search(r"for model in ([\w ]+); do", script)
+    assert families and families.group(1).split() == list(FAMILIES)
+    assert 'patcher update --model "$model" --json > "update-$model.json"' in script
+    assert "update-gemma.json update-mistral.json > update.json" in script
     handled = re.search(r'case "\$status" in ([\d|]+)\)', script)
     assert handled and set(handled.group(1).split("|")) == {"0", *map(str, EXIT_CODES.values())}
     labels = dict(re.findall(r"(\w+)\) label=([\w-]+)", script))
@@ -189,8 +194,9 @@ def test_the_json_fields_the_update_workflow_reads_exist():
 
 def test_every_patcher_command_in_the_update_workflow_exists_and_parses(capsys):
     lines = [line.strip() for line in update_script().splitlines() if line.strip().startswith("patcher ")]
-    commands = patcher_commands("\n".join(lines).replace("$BASE", "main"))
-    assert [c[0] for c in commands] == ["update", "review"]
+    commands = patcher_commands("\n".join(lines).replace("$BASE", "main").replace("$model", "mistral"))
+    assert [c[0] for c in commands] == ["update", "review", "review"]
+    assert [c[1:3] for c in commands if c[0] == "review"][1] == ["--model", "mistral"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     help_text = capsys.readouterr().out
@@ -380,3 +386,54 @@ def test_the_update_workflow_caches_the_vacc_base_under_its_own_name(tmp_path):
     ]
     # the current toolchain's base takes torch's CPU wheel on a runner
     assert load(UPDATE)["env"]["PIP_EXTRA_INDEX_URL"] == envs.CPU_TORCH_INDEX
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="the workflow's steps use jq (GitHub's runners have it)"
+)
+def test_both_families_are_merged_and_a_mistral_release_gets_its_own_issue(tmp_path):
+    """The update step's merge of the two families' documents, then the issue step with a fake
+    gh: the same release drifting in both families gets two issues, Gemma's under its usual
+    title and Mistral's named "(mistral)"; the log lines name the family too."""
+    from patcher.ci import update
+
+    step = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if s.get("id") == "update")
+    merge = next(line.strip() for line in step["run"].splitlines() if "jq -s" in line)
+    logs = [line.strip() for line in step["run"].splitlines() if line.strip().startswith("jq -r")]
+    drift = update.Outcome("5.25.1", "drift", "strided-slice", drift_report="drift: codemod strided-slice, x")
+    refused = update.Checked("vacc", "refused", reason="it requires torch>=2.6")
+    supported = update.Outcome("5.25.0", "supported", "verified", checked=[refused])
+    for model in ("gemma", "mistral"):
+        document = update.Update("5.24.0", [supported, drift], model=model).as_dict()
+        (tmp_path / f"update-{model}.json").write_text(json.dumps(document))
+    subprocess.run(["bash", "-c", merge], cwd=tmp_path, check=True)
+    merged = json.loads((tmp_path / "update.json").read_text())
+    assert [(r["version"], r["model"]) for r in merged["releases"]] == [
+        ("5.25.0", "gemma"),
+        ("5.25.1", "gemma"),
+        ("5.25.0", "mistral"),
+        ("5.25.1", "mistral"),
+    ]
+    out = "".join(
+        subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        for line in logs
+    )
+    assert "5.25.1 (mistral): drift: strided-slice\n" in out and "5.25.1: drift: strided-slice\n" in out
+    assert "5.25.0 (mistral): toolchain vacc refuses it: it requires torch>=2.6\n" in out
+    issues = next(s for s in load(UPDATE)["jobs"]["update"]["steps"] if "issue" in s.get("name", ""))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(FAKE_GH.replace("{python}", sys.executable))
+    (bin_dir / "gh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **load(UPDATE)["env"]}
+    proc = subprocess.run(
+        ["bash", "-e", "-c", issues["run"]], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = [json.loads(line) for line in (tmp_path / "gh-calls.txt").read_text().splitlines()]
+    created = [c[c.index("--title") + 1] for c in calls if c[:2] == ["issue", "create"]]
+    assert created == [
+        "patcher update: transformers 5.25.1 is not supported",
+        "patcher update: transformers 5.25.1 is not supported (mistral)",
+    ]
+    assert "transformers **5.25.1** (mistral): **drift**" in (tmp_path / "issue-body.md").read_text()

@@ -1,7 +1,7 @@
 """Every bad input and fault of SPEC §9, through the command line (issue 5): 110 cases.
 
-Their successor for issue 9, ``test_reliability.py``, tries 77 more (hostile repository
-files and caches, permissions, signals, limits, git, encodings): 187 in all.
+Their successor for issue 9, ``test_reliability.py``, tries 141 more (hostile repository
+files and caches, permissions, signals, limits, git, encodings, model families): 251 in all.
 
 Each case asserts the documented exit code, one ``patcher:`` line on stderr that names the
 problem and the fix, no traceback, and that nothing was written: the output directory (or

@@ -261,16 +261,6 @@ def test_drift_is_exit_3_in_mistral_names(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "o").exists()
 
 
-def test_update_refuses_mistral(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["update", "--model", "mistral"]) == 2
-    assert "covers the gemma family only" in capsys.readouterr().err
-
-
-def test_verify_dir_refuses_mistral(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["verify", "--model", "mistral", "--dir", str(tmp_path)]) == 2
-    assert "--dir verifies gemma files only" in capsys.readouterr().err
-
-
 def test_check_model_mistral_matches_its_lock(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--model", "mistral"]) == 0
     assert "upstream_pins/mistral/lock.json (115 generate, 0 drift)" in capsys.readouterr().out

@@ -38,6 +38,15 @@ def _tiny() -> matrix.Matrix:
     return matrix.Matrix(releases, {"one": MODELING, "two": MODELING}, known, distinct=2)
 
 
+def test_another_familys_matrix_says_the_toolchain_table_is_gemmas():
+    tiny = _tiny()
+    assert "toolchains_measured_for" not in tiny.as_dict()
+    assert "), as measured:" in matrix.render_text(tiny)
+    tiny.model = "mistral"
+    assert tiny.as_dict()["toolchains_measured_for"] == "gemma" and tiny.as_dict()["model"] == "mistral"
+    assert "as measured for Gemma (not measured for Mistral: " in matrix.render_text(tiny)
+
+
 def test_text_groups_consecutive_releases_and_keys_each_shape():
     text = matrix.render_text(_tiny())
     lines = text.splitlines()

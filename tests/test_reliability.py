@@ -1,11 +1,12 @@
 """Hostile files, shared caches, signals and encodings (issue 9), through the command line:
-77 cases (with the 110 of ``test_errors.py``, 187).
+141 cases (with the 110 of ``test_errors.py``, 251).
 
 One section per class of failure the issue names: values read from repository files and
 caches used as paths (1), files patcher did not write (2), permissions (3), concurrency and
 interruption (4), resource limits (5), git edge cases (6), text encodings (7), and the small
-items (9).  (Class 8, the dependency floors, is the lowest-direct tier of ``.ci/run``, checked
-in ``test_ci_files.py``.)  A refusal is asserted as in ``test_errors.py``: the documented exit
+items (9), and ``--model``: unknown family names and another family's files (10).  (Class 8,
+the dependency floors, is the lowest-direct tier of ``.ci/run``, checked in
+``test_ci_files.py``.)  A refusal is asserted as in ``test_errors.py``: the documented exit
 code, one ``patcher:`` line naming the problem and the fix, no traceback, and the tree as it
 was; a case that must work is asserted by what it writes.
 
@@ -890,3 +891,248 @@ def test_failed_out_keeps_parents_that_existed(cached, work: Path, capsys) -> No
     code = main(["apply", "--transformers", VERSION, "--out", "a/b/" + "o" * 300])
     refused(capsys, code, 2, "File name too long")
     assert tree(work) == {"a": None}
+
+
+# == 10. --model: family names and another family's files =========================================
+FAMILY_BASE = "5.24.0"  # both families' files of one release, from the user cache
+
+
+@pytest.fixture(scope="module")
+def families() -> dict[str, Upstream]:
+    """The real 5.24.0 upstream files of both families (read before any test moves the cache)."""
+    from patcher.upstream import fetch as upstream
+
+    return {m: upstream.fetch(FAMILY_BASE, model=m) for m in ("gemma", "mistral")}
+
+
+@pytest.fixture
+def family_files(work: Path, tmp_path: Path, families: dict[str, Upstream]) -> Path:
+    """Both families' 5.24.0 files as local files (``g/``, ``m/``), pinned and cached in the
+    private pins and cache; a Mistral file with Gemma's names mixed in, a binary and an empty
+    one; a Gemma and a Mistral checkpoint."""
+    for model, folder in (("gemma", "g"), ("mistral", "m")):
+        up = families[model]
+        (work / folder).mkdir()
+        (work / folder / up.family.modeling).write_text(up.modeling)
+        (work / folder / up.family.configuration).write_text(up.configuration)
+        pinned = ROOT / "upstream_pins" / up.family.pins_subdir / f"{FAMILY_BASE}.json"
+        (tmp_path / "pins" / up.family.pins_subdir).mkdir(parents=True, exist_ok=True)
+        shutil.copy(pinned, tmp_path / "pins" / up.family.pins_subdir)
+        BlobCache(tmp_path / "cache").put(up.modeling.encode())
+        BlobCache(tmp_path / "cache").put(up.configuration.encode())
+    mistral = families["mistral"]
+    for folder, modeling in (
+        ("mixed", mistral.modeling + "\n\nclass GemmaRMSNorm(MistralRMSNorm):\n    pass\n"),
+        ("empty", ""),
+        ("comment", "# adapted from the gemma port\n" + mistral.modeling),
+    ):
+        (work / folder).mkdir()
+        (work / folder / "modeling_mistral.py").write_text(modeling)
+        (work / folder / "configuration_mistral.py").write_text(mistral.configuration)
+    (work / "bin").mkdir()
+    (work / "bin" / "modeling_mistral.py").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8)
+    for model in ("gemma", "mistral"):
+        (work / f"ckpt-{model}").mkdir()
+        (work / f"ckpt-{model}" / "config.json").write_text(json.dumps({"model_type": model}))
+    return work
+
+
+COMMANDS_WITH_MODEL = (
+    "list",
+    "diff",
+    "apply",
+    "matrix",
+    "verify",
+    "install",
+    "check",
+    "lock",
+    "review",
+    "pin",
+    "update",
+)
+
+
+@pytest.mark.parametrize("name", ["llama", "", "MISTRAL", "gemma,mistral"])
+@pytest.mark.parametrize("command", COMMANDS_WITH_MODEL)
+def test_unknown_family_is_refused_by_every_command(command: str, name: str, work: Path, tmp_path, capsys):
+    before = tree(tmp_path)
+    code = main([command, "--model", name])
+    refused(capsys, code, 2, f"{command}: argument --model: invalid choice: {name!r}", "'gemma', 'mistral'")
+    assert tree(tmp_path) == before
+
+
+M, G = "m/modeling_mistral.py", "g/modeling_gemma.py"
+HOSTILE_FAMILY_INPUTS = {
+    # case: (argv, exit code, fragments of the one error line)
+    "gemma-file-as-mistral": (
+        ["apply", "--model", "mistral", "--upstream", G, "--out", "out"],
+        2,
+        [f"{G} defines GemmaPreTrainedModel, not MistralPreTrainedModel", "use --model gemma"],
+    ),
+    "mistral-file-as-gemma": (
+        ["apply", "--upstream", M, "--out", "out"],
+        2,
+        [f"{M} defines MistralPreTrainedModel, not GemmaPreTrainedModel", "use --model mistral"],
+    ),
+    "gemma-config-with-mistral": (
+        ["apply", "--model", "mistral", "--upstream", M, "--config-upstream", "g/configuration_gemma.py"],
+        2,
+        ["g/configuration_gemma.py defines GemmaConfig, not MistralConfig", "use --model gemma"],
+    ),
+    "mistral-config-with-gemma": (  # was a drift error (exit 3) naming config-imports
+        ["apply", "--upstream", G, "--config-upstream", "m/configuration_mistral.py", "--out", "out"],
+        2,
+        ["m/configuration_mistral.py defines MistralConfig, not GemmaConfig", "use --model mistral"],
+    ),
+    "gemma-names-mixed-in": (
+        ["apply", "--model", "mistral", "--upstream", "mixed/modeling_mistral.py", "--out", "out"],
+        2,
+        ["already uses Gemma", "cannot be mapped to them and back exactly"],
+    ),
+    "gemma-in-a-comment": (  # the names are mapped as text: the line is named
+        ["apply", "--model", "mistral", "--upstream", "comment/modeling_mistral.py", "--out", "out"],
+        2,
+        ["modeling_mistral.py:1 already uses gemma", "cannot be mapped"],
+    ),
+    "binary-mistral-upstream": (
+        ["apply", "--model", "mistral", "--upstream", "bin/modeling_mistral.py", "--out", "out"],
+        2,
+        ["bin/modeling_mistral.py is not UTF-8 text"],
+    ),
+    "verify-upstream-gemma-as-mistral": (
+        ["verify", "--model", "mistral", "--upstream", G, "--transformers", FAMILY_BASE],
+        2,
+        [f"{G} defines GemmaPreTrainedModel, not MistralPreTrainedModel", "use --model gemma"],
+    ),
+    "diff-mistral-unpinned-series": (  # the hint pinned gemma's files before
+        ["diff", "--model", "mistral", "--transformers", "4.99"],
+        2,
+        ["no transformers 4.99.x release is pinned for mistral", "`patcher pin --model mistral 4.99.N`"],
+    ),
+    "apply-mistral-unpinned-release": (
+        ["apply", "--model", "mistral", "--transformers", "4.41.5", "--out", "out"],
+        2,
+        ["transformers 4.41.5 is not pinned for mistral", "`patcher pin --model mistral 4.41.5` first"],
+    ),
+    "pin-mistral-before-4.38": (  # said "has no Gemma"
+        ["pin", "--model", "mistral", "4.37.2"],
+        2,
+        ["transformers 4.37.2 is older than patcher's Mistral support", "starts at transformers 4.38.0"],
+    ),
+    "install-mistral-into-gemma-checkpoint": (
+        ["install", "--model", "mistral", "--transformers", FAMILY_BASE, "--weights", "ckpt-gemma"],
+        2,
+        ["config.json says model_type 'gemma', not 'mistral'", "--force"],
+    ),
+    "install-gemma-into-mistral-checkpoint": (
+        ["install", "--transformers", FAMILY_BASE, "--weights", "ckpt-mistral"],
+        2,
+        ["config.json says model_type 'mistral', not 'gemma'", "--force"],
+    ),
+    "gemma-pin-in-mistral-dir": (  # the hint was `patcher pin`, which pins Gemma's files
+        ["apply", "--model", "mistral", "--transformers", FAMILY_BASE, "--out", "out"],
+        2,
+        [
+            "files must name exactly configuration_mistral.py, modeling_mistral.py",
+            "`patcher pin --model mistral`",
+        ],
+    ),
+    "check-mistral-without-its-lock": (  # the hint was `patcher lock`, which writes Gemma's
+        ["check", "--model", "mistral"],
+        2,
+        ["there is no lock at ", "mistral/lock.json", "run `patcher lock --model mistral` to write one"],
+    ),
+    "verify-dir-mistral-as-gemma": (
+        ["verify", "--model", "gemma", "--dir", "built-mistral"],
+        2,
+        ["--model gemma: built-mistral has no modeling_gemma_vacc.py", "use --model mistral"],
+    ),
+}
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("case", HOSTILE_FAMILY_INPUTS)
+def test_hostile_family_input_is_one_line(case: str, family_files: Path, tmp_path: Path, capsys) -> None:
+    argv, expected, fragments = HOSTILE_FAMILY_INPUTS[case]
+    if case == "gemma-pin-in-mistral-dir":
+        shutil.copy(ROOT / "upstream_pins" / f"{FAMILY_BASE}.json", tmp_path / "pins" / "mistral")
+    if case.startswith("verify-dir"):
+        assert (
+            main(["apply", "--model", "mistral", "--transformers", FAMILY_BASE, "--out", "built-mistral"])
+            == 0
+        )
+        capsys.readouterr()
+    before = tree(tmp_path)
+    refused(capsys, main(argv), expected, *fragments)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.network
+def test_an_empty_mistral_upstream_drifts_and_writes_nothing(
+    family_files: Path, tmp_path: Path, capsys
+) -> None:
+    before = tree(tmp_path)
+    assert (
+        main(["apply", "--model", "mistral", "--upstream", "empty/modeling_mistral.py", "--out", "out"]) == 3
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "drift: codemod attention, target MistralAttention" in err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.network
+def test_mistral_upstream_with_windows_line_endings(family_files: Path, families) -> None:
+    """Every line of the outputs ends in CRLF, the notice's too (its lines came out LF before)."""
+    (family_files / "crlf").mkdir()
+    for folder in ("m", "crlf"):
+        for name in ("modeling_mistral.py", "configuration_mistral.py"):
+            text = (family_files / "m" / name).read_text()
+            if folder == "crlf":
+                (family_files / "crlf" / name).write_bytes(text.replace("\n", "\r\n").encode())
+        assert (
+            main(
+                [
+                    "apply",
+                    "--model",
+                    "mistral",
+                    "--upstream",
+                    f"{folder}/modeling_mistral.py",
+                    "--out",
+                    f"o-{folder}",
+                ]
+            )
+            == 0
+        )
+    for name in ("modeling_mistral_vacc.py", "configuration_mistral_vacc.py"):
+        data = (family_files / "o-crlf" / name).read_bytes().decode()
+        assert data.count("\n") == data.count("\r\n") > 10  # CRLF throughout, no bare LF
+        plain = (family_files / "o-m" / name).read_text()
+        assert without_notice(data.replace("\r\n", "\n")) == without_notice(plain)
+
+
+def test_list_describes_the_codemods_in_the_familys_names(capsys) -> None:
+    assert main(["list", "--model", "mistral", "--json"]) == 0
+    described = " ".join(c["description"] for c in json.loads(capsys.readouterr().out)["codemods"])
+    assert "MistralConfig" in described and "Gemma" not in described
+    assert main(["list", "--model", "mistral"]) == 0
+    assert "Gemma" not in capsys.readouterr().out
+
+
+def test_a_local_mistral_overlay_is_named_as_mistral(tmp_path: Path) -> None:
+    """``verify --model mistral --upstream FILE``: the overlay is written where transformers keeps
+    Mistral's files, and the report (text and --json) names Mistral's files (it said
+    modeling_gemma.py and "not its own Gemma" before)."""
+    from patcher.upstream.fetch import from_files
+    from patcher.verify.release import Overlay, VerifyReport
+
+    (tmp_path / "modeling_mistral.py").write_text("class MistralPreTrainedModel:\n    pass\n")
+    (tmp_path / "configuration_mistral.py").write_text("class MistralConfig:\n    pass\n")
+    local = from_files(tmp_path / "modeling_mistral.py", tmp_path / "configuration_mistral.py", "mistral")
+    overlay = Overlay.from_upstream(local)
+    modeling, configuration = overlay.write(tmp_path / "overlay")
+    assert modeling == tmp_path / "overlay" / "models" / "mistral" / "modeling_mistral.py"
+    assert configuration == tmp_path / "overlay" / "models" / "mistral" / "configuration_mistral.py"
+    assert set(overlay.as_dict()) == {"modeling_mistral.py", "configuration_mistral.py"}
+    report = VerifyReport(FAMILY_BASE, [], overlay=overlay)
+    assert report.reference.endswith("(not its own Mistral)")
+    assert set(report.as_dict()["upstream"]) == {"modeling_mistral.py", "configuration_mistral.py"}

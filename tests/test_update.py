@@ -47,11 +47,12 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> dict:
     toolchain is built): every check passes, unless the test names failing checks, a release
     a toolchain refuses, or a release whose environment cannot be built.  ``fail``, ``refuse``
     and ``env`` are keyed by version (every toolchain) or by (version, toolchain name)."""
-    state: dict = {"calls": [], "fail": {}, "refuse": {}, "env": set()}
+    state: dict = {"calls": [], "models": [], "fail": {}, "refuse": {}, "env": set()}
 
-    def verify_output(version, out_dir, *, progress=None, toolchain=toolchains.CURRENT, **kw):
+    def verify_output(version, out_dir, *, progress=None, toolchain=toolchains.CURRENT, model="gemma", **kw):
         files = sorted(p.name for p in Path(out_dir).iterdir())
         state["calls"].append((version, toolchain.name, files, os.environ.get("OMP_NUM_THREADS")))
+        state["models"].append(model)
         key = (version, toolchain.name)
         if version in state["env"] or key in state["env"]:
             raise EnvError(f"could not build the environment for transformers {version}: no wheel")
@@ -542,3 +543,172 @@ def test_update_on_both_toolchains_for_real(tmp_path, monkeypatch, capsys, reque
     (refused,) = release["refused_by"]
     assert refused["toolchain"] == "vacc" and "requires torch>=2.6" in refused["reason"]
     assert "5.24.0" in lockfile.read_lock(folder / "lock.json").releases
+
+
+# --- --model mistral: the same run on Mistral's pins and lock ---------------------------------------
+
+
+def without_mistral_post_init(modeling: str) -> str:
+    """``modeling`` with the ``self.post_init()`` of ``MistralModel.__init__`` removed (only
+    ``strided-slice`` anchors there, as for Gemma in ``next_release.without_post_init``)."""
+    start = modeling.index("class MistralModel(")
+    end = modeling.index("\nclass ", start + 1)
+    at = modeling.index("        self.post_init()\n", start)
+    assert at < end
+    return modeling[:at] + modeling[at + len("        self.post_init()\n") :]
+
+
+class MistralIndex:
+    """A tmp pins dir holding the committed gemma and mistral pins of BASE and their lock
+    entries, a tmp cache holding BASE's files of both families, and a fake index whose wheels
+    carry both families' files (a new release's Gemma files are BASE's)."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from fake_index import make_wheel
+
+        from patcher.upstream import fetch
+        from patcher.upstream.cache import BlobCache
+
+        self.root, self.pins = root, root / "pins"
+        self.gemma = fetch.fetch(BASE)  # the user cache (downloaded once)
+        self.mistral = fetch.fetch(BASE, model="mistral")
+        self.make_wheel = make_wheel
+        self.listed = releases((BASE, False))
+        monkeypatch.setenv("PATCHER_PINS_DIR", str(self.pins))
+        monkeypatch.setenv("PATCHER_CACHE_DIR", str(root / "cache"))
+        monkeypatch.setattr(pypi, "_releases_memo", None)
+        self.pip = FakePip()
+        monkeypatch.setattr(pypi, "run_pip", self.pip)
+        monkeypatch.setattr(pypi, "pypi_releases", lambda: dict(self.listed))
+        blobs = BlobCache(root / "cache")
+        for model, up in (("gemma", self.gemma), ("mistral", self.mistral)):
+            committed = pins.load_pins(pins.PINS_DIR, model=model)[BASE]
+            pins.write_pin(committed, self.pins, model=model)
+            blobs.put(up.modeling.encode())
+            blobs.put(up.configuration.encode())
+            locked = lockfile.read_lock(lockfile.lock_path(pins.PINS_DIR, model=model))
+            entry = Lock({BASE: locked.releases[BASE]}, locked.series_digest)
+            lockfile.write_lock(entry, lockfile.lock_path(self.pins, model=model))
+        self.base_entry = lockfile.read_lock(self.lock).releases[BASE]
+
+    @property
+    def lock(self) -> Path:
+        return lockfile.lock_path(self.pins, model="mistral")
+
+    def publish(self, version: str, modeling: str | None = None, *, mistral_files: bool = True) -> None:
+        folder = self.root / "wheels" / version
+        folder.mkdir(parents=True)
+        mistral = {
+            "transformers/models/mistral/modeling_mistral.py": (modeling or self.mistral.modeling).encode(),
+            "transformers/models/mistral/configuration_mistral.py": self.mistral.configuration.encode(),
+        }
+        mistral = mistral if mistral_files else {}
+        wheel = self.make_wheel(
+            folder, version, self.gemma.modeling.encode(), self.gemma.configuration.encode(), mistral
+        )
+        self.pip.wheels[version] = wheel.read_bytes()
+        self.listed[version] = pypi.Release(version, False, None)
+
+    def state(self, model: str) -> dict[str, bytes]:
+        folder = pins.pins_dir(self.pins, model)
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def mistral_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MistralIndex:
+    return MistralIndex(tmp_path, monkeypatch)
+
+
+@pytest.mark.network
+def test_mistral_a_supported_release_is_pinned_and_locked_in_mistrals_dir_only(mistral_index, checks, capsys):
+    index = mistral_index
+    index.publish("5.25.0")
+    gemma_before = index.state("gemma")
+    code, out, err = run(capsys, "--model", "mistral", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["model"] == "mistral" and doc["newest_pin"] == BASE
+    (release,) = doc["releases"]
+    assert release["state"] == "supported" and release["pinned"] and release["locked"]
+    assert release["pin"].endswith(os.path.join("pins", "mistral", "5.25.0.json"))
+    assert sorted(release["outputs"]) == [
+        "configuration_mistral_vacc.py",
+        "modeling_mistral_vacc.py",
+        "quantization_vacc.py",
+    ]
+    assert release["shape_changes"] == {} and release["shapes"]["attention"]
+    # verified against upstream's Mistral, on both toolchains, with the Mistral files
+    assert [(v, t) for v, t, *_ in checks["calls"]] == [("5.25.0", "current"), ("5.25.0", "vacc")]
+    assert checks["models"] == ["mistral", "mistral"]
+    # pinned and locked for mistral; gemma's pins and lock as they were
+    pin = pins.load_pins(index.pins, model="mistral")["5.25.0"]
+    assert set(pin.files) == {"modeling_mistral.py", "configuration_mistral.py"}
+    assert pin.files == pins.load_pins(index.pins, model="mistral")[BASE].files
+    lock = lockfile.read_lock(index.lock)
+    assert list(lock.releases) == [BASE, "5.25.0"] and lock.releases[BASE] == index.base_entry
+    assert lock.releases["5.25.0"].outputs == release["outputs"]
+    assert index.state("gemma") == gemma_before
+    assert "5.25.0" not in pins.load_pins(index.pins)
+    # what update locked is what `patcher lock --model mistral` would lock
+    assert main(["check", "--model", "mistral"]) == 0
+    assert "all 2 pinned releases match" in capsys.readouterr().out
+    # the gemma run still sees 5.25.0 as new (its own newest pin is BASE); mistral has nothing new
+    code, out, _ = run(capsys, "--model", "mistral")
+    assert code == 0
+    assert out == (
+        "update --model mistral: nothing new: 5.25.0 is the newest mistral pin and the index lists "
+        "no newer release to pin\n"
+    )
+
+
+@pytest.mark.network
+def test_mistral_a_drifting_release_is_neither_pinned_nor_locked(mistral_index, checks, capsys):
+    index = mistral_index
+    index.publish("5.25.0", without_mistral_post_init(index.mistral.modeling))
+    before = {m: index.state(m) for m in ("gemma", "mistral")}
+    code, out, err = run(capsys, "--model", "mistral", "--json")
+    assert code == 3, err
+    (release,) = json.loads(out)["releases"]
+    assert release["state"] == "drift" and release["drift"] == ["strided-slice"]
+    assert not release["pinned"] and not release["locked"]
+    assert release["drift_report"].startswith(
+        "drift: codemod strided-slice, target MistralModel.__init__ at modeling_mistral.py:"
+    )
+    assert checks["calls"] == []  # drift is never verified
+    assert {m: index.state(m) for m in ("gemma", "mistral")} == before
+    code, out, _ = run(capsys, "--model", "mistral")
+    lines = out.splitlines()
+    assert code == 3
+    assert lines[0] == "update --model mistral: 1 new release after 5.24.0; toolchains: current, vacc"
+    assert lines[1] == "5.25.0  drift               strided-slice; not pinned, not locked"
+    assert lines[-1] == (
+        "update --model mistral: 0 supported, 1 drift, 0 fail verification, 0 could not be looked at"
+    )
+
+
+@pytest.mark.network
+def test_mistral_fails_verification_exit_6_and_wheel_without_mistral_exit_4(mistral_index, checks, capsys):
+    index = mistral_index
+    index.publish("5.25.0")
+    index.publish("5.26.0", mistral_files=False)  # a wheel whose Mistral is gone
+    checks["fail"]["5.25.0"] = {"logits": "fail"}
+    before = index.state("mistral")
+    code, out, err = run(capsys, "--model", "mistral", "--json", "--toolchain", "current")
+    assert code == 6, err
+    failed, gone = json.loads(out)["releases"]
+    assert failed["state"] == "failed" and failed["failed_checks"] == "on toolchain current: logits: mqa, mha"
+    assert gone["state"] == "error" and not gone["pinned"]
+    assert "has no transformers/models/mistral/configuration_mistral.py" in gone["error"]
+    assert index.state("mistral") == before
+    index.listed.pop("5.25.0")
+    code, out, _ = run(capsys, "--model", "mistral", "--toolchain", "current")
+    assert code == 4 and out.splitlines()[1].startswith("5.26.0  error ")
+
+
+def test_update_without_a_mistral_lock_refuses_before_downloading(tiny, tmp_path, checks, capsys):
+    tiny["listed"].update(releases(("5.25.0", False)))
+    code, out, err = run(capsys, "--model", "mistral")
+    assert code == 2 and out == ""
+    assert err.startswith("patcher: there is no lock at ") and "mistral/lock.json" in err
+    assert err.endswith("run `patcher lock --model mistral` to write one\n")  # not gemma's lock
+    assert len(err.splitlines()) == 1 and tiny["pip"].calls == []

@@ -57,3 +57,27 @@ def test_mistral_verification_catches_a_wrong_attention_scale(tmp_path):
 
     report = _verify("5.24.0", tmp_path, sabotage)
     assert {"logits", "decode"} <= {c.name for c in report.failed}, release.render_table(report)
+
+
+def test_verify_upstream_with_model_mistral_uses_the_local_mistral_as_the_reference(tmp_path, capsys):
+    """``verify --model mistral --upstream FILE``: a local Mistral whose RMSNorm is rescaled (a
+    line no codemod claims, so the output carries it) verifies against itself, which it can only
+    do if the check process loads FILE in place of the release's own Mistral; the report names
+    Mistral's files."""
+    import json
+
+    from patcher.cli import main
+
+    up = fetch.fetch("5.24.0", MISTRAL, model="mistral")
+    rescaled = up.modeling.replace(
+        "torch.rsqrt(variance + self.variance_epsilon)", "torch.rsqrt(variance + self.variance_epsilon) * 1.5"
+    )
+    assert rescaled.count("* 1.5") == 1
+    (tmp_path / "modeling_mistral.py").write_text(rescaled)
+    (tmp_path / "configuration_mistral.py").write_text(up.configuration)
+    argv = ["verify", "--model", "mistral", "--upstream", str(tmp_path / "modeling_mistral.py")]
+    assert main([*argv, "--transformers", "5.24.0", "--json"]) == 0, capsys.readouterr().err[-2000:]
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"].endswith("(not its own Mistral)")
+    assert set(report["upstream"]) == {"modeling_mistral.py", "configuration_mistral.py"}
+    assert {c["name"] for c in report["checks"] if c["status"] == "decision"} == {"sliding_window"}

@@ -150,7 +150,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     old = None
     if path.exists():
         try:
-            old = lockfile.read_lock(path)
+            old = lockfile.read_lock(path, args.model)
         except PatcherError:
             old = None  # a broken lock is simply replaced
     written = lockfile.write_lock(Lock(run.entries, series_digest()), path)
@@ -165,7 +165,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = lockfile.lock_path(model=args.model)
-    locked = lockfile.read_lock(path)
+    locked = lockfile.read_lock(path, args.model)
     pinned = list(pins.load_pins(model=args.model))
 
     def differs(version: str, digests: dict[str, str]) -> bool:

@@ -112,6 +112,7 @@ class Matrix:
     known: dict[str, list[str]]  # codemod -> the shapes it knows, in declaration order
     seconds: float = 0.0
     distinct: int = 0
+    model: str = "gemma"  # the family surveyed
 
     def rows(self) -> list[list[Release]]:
         """Runs of consecutive releases with the same upstream files."""
@@ -156,6 +157,8 @@ class Matrix:
             ],
             "codemods": summary,
             "toolchains": toolchains_dict(),
+            # the toolchain table was measured on Gemma; another family's is not measured yet
+            **({"model": self.model, "toolchains_measured_for": "gemma"} if self.model != "gemma" else {}),
         }
 
 
@@ -222,6 +225,7 @@ def build_matrix(
         known={c.NAME: list(c.SHAPES) for c in codemods},
         seconds=time.monotonic() - started,
         distinct=len(groups),
+        model=fam.name,
     )
 
 
@@ -284,7 +288,7 @@ def render_text(matrix: Matrix) -> str:
     drifting = sum(1 for rel in matrix.releases if any("drift" in c for c in rel.codemods.values()))
     lines += [
         "",
-        *render_toolchains(),
+        *render_toolchains(matrix.model),
         "",
         f"{len(matrix.releases)} releases, {matrix.distinct} distinct upstream files; "
         f"{len(matrix.releases) - drifting} apply cleanly, {drifting} drift.",
@@ -308,9 +312,16 @@ def toolchains_dict() -> dict:
     }
 
 
-def render_toolchains() -> list[str]:
-    """The verification toolchains and the releases each accepts, from their measured run."""
+def render_toolchains(model: str = "gemma") -> list[str]:
+    """The verification toolchains and the releases each accepts, from their measured run (of
+    Gemma: another family's table says it was not measured for it)."""
     lines = ["Verification toolchains (`patcher verify --toolchain NAME`), as measured:"]
+    if model != "gemma":
+        lines[0] = (
+            f"Verification toolchains (`patcher verify --toolchain NAME`), as measured for Gemma "
+            f"(not measured for {family(model).prefix}: "
+            f"`patcher verify --all --model {model} --toolchain vacc` would measure it):"
+        )
     for name, t in toolchains_dict().items():
         lines.append(f"  {name}: {t['summary']}")
         lines.append(f"    accepts {t['accepts'] or 'not measured'}")

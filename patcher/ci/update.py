@@ -29,6 +29,11 @@ newest pin are looked at, so once a newer release is supported, an older unsuppo
 not tried again; its report (the workflow's issue) is what remains of it, and ``patcher pin``
 brings it back by hand (see the drift playbook in the README).
 
+``--model mistral`` does the same for another family: the newest pin is the newest of
+``upstream_pins/mistral/``, the wheel's Mistral files are pinned, the Mistral series is applied,
+the output is verified against upstream's Mistral, and the pin and lock entry go to that
+family's pins and lock.  The other families' pins and locks are not touched.
+
 Verification is the one expensive step and the one that needs torch; ``update_releases``
 takes it as a parameter (``verify_release``, called once per toolchain) so that tests can
 replace it.  The command always uses :func:`verify_release`, which is what
@@ -51,7 +56,8 @@ from packaging.version import Version
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series import lockfile
 from patcher.upstream import fetch, pins, pypi
-from patcher.upstream.versions import FIRST_GEMMA, check_release
+from patcher.upstream.families import Family, family
+from patcher.upstream.versions import check_release
 from patcher.verify import toolchains
 from patcher.verify.toolchains import Toolchain
 
@@ -194,6 +200,7 @@ class Update:
     skipped: list[Skipped] = field(default_factory=list)
     lock_changed: bool = False
     toolchains: list[str] = field(default_factory=lambda: list(toolchains.TOOLCHAINS))
+    model: str = "gemma"  # the family whose pins and lock this run follows
 
     @property
     def exit_code(self) -> int:
@@ -206,6 +213,7 @@ class Update:
     def as_dict(self) -> dict:
         return {
             "format": 1,
+            "model": self.model,
             "newest_pin": self.newest_pin,
             "toolchains": self.toolchains,
             "releases": [o.as_dict() for o in self.outcomes],
@@ -217,14 +225,18 @@ class Update:
 
 
 # -- which releases ----------------------------------------------------------------------------
-def new_releases(newest_pin: str | None) -> tuple[list[str], list[Skipped]]:
-    """The releases newer than ``newest_pin`` to look at, and those skipped (oldest first)."""
+def new_releases(
+    newest_pin: str | None, model: Family | str | None = None
+) -> tuple[list[str], list[Skipped]]:
+    """The releases newer than ``newest_pin`` to look at, and those skipped (oldest first);
+    none before the family's first release."""
+    fam = family(model)
     floor = Version(newest_pin) if newest_pin else None
     wanted: list[str] = []
     skipped: list[Skipped] = []
     for release in pypi.listed_releases():
         version = Version(release.version)
-        if (floor is not None and version <= floor) or version < FIRST_GEMMA:
+        if (floor is not None and version <= floor) or version < fam.first_version:
             continue
         if release.yanked:
             why = f" ({release.yanked_reason})" if release.yanked_reason else ""
@@ -233,7 +245,7 @@ def new_releases(newest_pin: str | None) -> tuple[list[str], list[Skipped]]:
             skipped.append(Skipped(release.version, "pre-release"))
         else:
             try:
-                wanted.append(check_release(release.version))
+                wanted.append(check_release(release.version, fam))
             except UsageError as exc:  # e.g. 5.25.0.1: not a release patcher can pin
                 skipped.append(Skipped(release.version, str(exc)))
     return wanted, skipped
@@ -244,15 +256,18 @@ def verify_release(
     version: str, output: Output, progress: Progress, toolchain: Toolchain = toolchains.CURRENT
 ) -> VerifyReport:
     """Verify ``output`` in release ``version``'s own environment on ``toolchain``, as
-    ``patcher verify --toolchain NAME`` does (built on first use; one torch thread per check
-    process).  Raises ``ToolchainRefused`` when the toolchain cannot run the release."""
+    ``patcher verify --toolchain NAME [--model M]`` does, against upstream's model of the
+    output's family (built on first use; one torch thread per check process).  Raises
+    ``ToolchainRefused`` when the toolchain cannot run the release."""
     from patcher.verify import release
     from patcher.verify.command import _one_thread_per_check, _write_scratch
 
     with tempfile.TemporaryDirectory(prefix="patcher-update-") as tmp, _one_thread_per_check():
         out_dir = Path(tmp) / "out"
         _write_scratch(output.files, out_dir)
-        return release.verify_output(version, out_dir, progress=progress, toolchain=toolchain)
+        return release.verify_output(
+            version, out_dir, progress=progress, toolchain=toolchain, model=output.upstream.model
+        )
 
 
 def select_toolchains(names: list[str] | None = None) -> list[Toolchain]:
@@ -325,17 +340,19 @@ def look_at(
     verify_on: list[Toolchain],
     previous: Output | None,
     progress: Progress,
+    model: Family | str | None = None,
 ) -> tuple[Outcome, pins.Pin | None, Output | None]:
-    """Pin ``version`` into a temporary directory, generate it and verify it on each toolchain
-    of ``verify_on``.  Returns the outcome, and for a supported release the pin and output
-    to record."""
+    """Pin ``version`` (its files of the family ``model``) into a temporary directory, generate
+    it and verify it on each toolchain of ``verify_on``.  Returns the outcome, and for a
+    supported release the pin and output to record."""
     from patcher.series.reuse import generate_cached
     from patcher.verify.command import drifting_codemods
 
+    fam = family(model)
     try:
         with tempfile.TemporaryDirectory(prefix="patcher-update-pins-") as staging:
-            pin = pins.pin_release(version, Path(staging))
-        up = fetch.fetch(version, {version: pin}, progress=progress)
+            pin = pins.pin_release(version, Path(staging), model=fam)
+        up = fetch.fetch(version, {version: pin}, progress=progress, model=fam)
     except PatcherError as exc:
         error = _one_line(exc)
         return Outcome(version, "error", f"cannot fetch it: {error}", error=error), None, None
@@ -381,14 +398,16 @@ def look_at(
 
 
 # -- the run -----------------------------------------------------------------------------------
-def _previous_output(version: str | None, pinned: dict[str, pins.Pin], progress: Progress) -> Output | None:
+def _previous_output(
+    version: str | None, pinned: dict[str, pins.Pin], progress: Progress, model: Family | str | None = None
+) -> Output | None:
     """The newest pin's output, to compare shapes with (None when it cannot be had)."""
     from patcher.series.reuse import generate_cached
 
     if version is None:
         return None
     try:
-        return generate_cached(fetch.fetch(version, pinned, progress=progress))
+        return generate_cached(fetch.fetch(version, pinned, progress=progress, model=model))
     except PatcherError:
         return None
 
@@ -398,23 +417,26 @@ def update_releases(
     verify_release: VerifyRelease = verify_release,
     verify_on: list[Toolchain] | None = None,
     progress: Progress | None = None,
+    model: Family | str | None = None,
 ) -> Update:
-    """Look at every release newer than the newest pin, verify each on the toolchains of
-    ``verify_on`` (default: all of them); pin and lock the supported ones."""
+    """Look at every release newer than the newest pin of the family ``model`` (default
+    gemma), verify each on the toolchains of ``verify_on`` (default: all of them); pin and
+    lock the supported ones in that family's pins and lock (``upstream_pins/mistral/``)."""
     from patcher.ci import check
     from patcher.series.contract import series_digest
 
+    fam = family(model)
     verify_on = select_toolchains() if verify_on is None else list(verify_on)
     say = progress or (lambda message: None)
-    lock_file = lockfile.lock_path()
-    lock = lockfile.read_lock(lock_file)  # refuse early, before any download, without a lock
-    pinned = pins.load_pins()
+    lock_file = lockfile.lock_path(model=fam.name)
+    lock = lockfile.read_lock(lock_file, fam.name)  # refuse early, before any download, without a lock
+    pinned = pins.load_pins(model=fam)
     newest = next(reversed(pinned), None)
-    wanted, skipped = new_releases(newest)
-    run = Update(newest, skipped=skipped, toolchains=[t.name for t in verify_on])
+    wanted, skipped = new_releases(newest, fam)
+    run = Update(newest, skipped=skipped, toolchains=[t.name for t in verify_on], model=fam.name)
     for s in skipped:
         say(f"skipping transformers {s.version}: {s.reason}")
-    previous = _previous_output(newest, pinned, say) if wanted else None
+    previous = _previous_output(newest, pinned, say, fam) if wanted else None
     for index, version in enumerate(wanted, 1):
         tag = f"[{index}/{len(wanted)}] transformers {version}"
         say(f"{tag}: pinning, generating and verifying …")
@@ -424,11 +446,12 @@ def update_releases(
             verify_on=verify_on,
             previous=previous,
             progress=lambda message, tag=tag: say(f"{tag}: {message}"),
+            model=fam,
         )
         if outcome.state == "supported":
             assert pin is not None and output is not None
             entry = check.lock_entry(output)
-            outcome.pin = _shown(pins.write_pin(pin))
+            outcome.pin = _shown(pins.write_pin(pin, model=fam))
             lock.releases[version] = entry
             lock.series_digest = series_digest()
             run.lock_changed |= lockfile.write_lock(lock, lock_file)
@@ -451,11 +474,15 @@ def render_text(run: Update) -> str:
     lines: list[str] = []
     skipped = ", ".join(f"{s.version} {s.reason}" for s in run.skipped)
     skipped_note = f" (skipped: {skipped})" if skipped else ""
+    head = "update" + family(run.model).option  # "update --model mistral" for another family
+    whose = f" {run.model}" if family(run.model).pins_subdir else ""
     if not run.outcomes:
-        where = f"{run.newest_pin} is the newest pin" if run.newest_pin else "nothing is pinned"
-        return f"update: nothing new: {where} and the index lists no newer release to pin{skipped_note}\n"
+        where = (
+            f"{run.newest_pin} is the newest{whose} pin" if run.newest_pin else f"nothing{whose} is pinned"
+        )
+        return f"{head}: nothing new: {where} and the index lists no newer release to pin{skipped_note}\n"
     lines.append(
-        f"update: {len(run.outcomes)} new release{'s' if len(run.outcomes) != 1 else ''} "
+        f"{head}: {len(run.outcomes)} new release{'s' if len(run.outcomes) != 1 else ''} "
         f"after {run.newest_pin or 'none'}; toolchains: {', '.join(run.toolchains)}{skipped_note}"
     )
     width = max(len(o.version) for o in run.outcomes)
@@ -474,7 +501,7 @@ def render_text(run: Update) -> str:
         lines += [f"    {c.toolchain} refuses it: {c.reason}" for c in o.refused_by]
     n = run.counts()
     lines.append(
-        f"update: {n['supported']} supported, {n['drift']} drift, {n['failed']} fail verification, "
+        f"{head}: {n['supported']} supported, {n['drift']} drift, {n['failed']} fail verification, "
         f"{n['error']} could not be looked at"
     )
     return "\n".join(lines) + "\n"
@@ -494,6 +521,9 @@ it passes on current and on every other toolchain that accepts it.  It fails ver
 when it fails on any toolchain (the report names it); it is an error when an environment
 cannot be built or current refuses it.
 
+--model mistral follows the Mistral family instead: its pins and lock (upstream_pins/mistral/),
+its series, verified against upstream's Mistral.  Without --model, Gemma.
+
 exit codes: 0 nothing new, or every new release supported; 1 internal error; 2 bad usage or
 input (no lock); 3 a new release drifts; 4 a new release could not be fetched, an
 environment could not be built or current refuses it (or the index cannot be listed);
@@ -506,7 +536,9 @@ def cmd_update(args: argparse.Namespace) -> int:
     from patcher.progress import say
 
     verify_on = select_toolchains(args.toolchain)
-    run = update_releases(verify_release=verify_release, verify_on=verify_on, progress=say)
+    run = update_releases(
+        verify_release=verify_release, verify_on=verify_on, progress=say, model=getattr(args, "model", None)
+    )
     if args.json:
         print(json.dumps(run.as_dict(), indent=2))
     else:

@@ -41,7 +41,11 @@ def run_as_canonical(
 
     def back(text: str) -> str:
         text = fam.from_canonical(text)
-        return text.replace(PLACEHOLDER, notice) if notice else text
+        if not notice:
+            return text
+        # the notice's lines end as the output's do (CRLF for an all-CRLF upstream)
+        newline = "\r\n" if f"{PLACEHOLDER}\r\n" in text else "\n"
+        return text.replace(PLACEHOLDER, notice.replace("\n", newline))
 
     result.code = back(result.code)
     result.steps = [back(step) for step in result.steps]
@@ -55,8 +59,10 @@ def check(fam: Family, source: str, file: str) -> None:
     """Refuse an upstream the name mapping would not carry exactly."""
     clashes = fam.clashes(source)
     if clashes:
+        lines = enumerate(source.splitlines(), 1)
+        line = next((n for n, text in lines if any(c in text for c in clashes)), 1)
         raise UsageError(
-            f"{file} already uses {', '.join(clashes)}, the names patcher's codemods are written in; "
+            f"{file}:{line} already uses {', '.join(clashes)}, the names patcher's codemods are written in; "
             f"its {fam.prefix} names cannot be mapped to them and back exactly"
         )
     if file == fam.modeling or file.startswith("modeling_"):

@@ -7,6 +7,8 @@ its notice, :mod:`patcher.series.notice`) and adds the companion ``quantization_
 
 from __future__ import annotations
 
+import re
+
 from patcher.errors import DriftError, UsageError
 from patcher.series import engine
 from patcher.series.contract import (
@@ -37,14 +39,7 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
         fam.modeling: (upstream.modeling, upstream.modeling_sha256),
         fam.configuration: (upstream.configuration, upstream.configuration_sha256),
     }
-    prefix = fam.prefix_of(upstream.modeling or "")
-    if prefix is not None and prefix != fam.prefix:  # another family's file: say which option
-        known = {f.prefix: f.name for f in FAMILIES.values()}
-        hint = f"--model {known[prefix]}" if prefix in known else "a --model that serves it"
-        raise UsageError(
-            f"the upstream {fam.modeling} defines {prefix}PreTrainedModel, not {fam.prefix}PreTrainedModel: "
-            f"it is not a {fam.name} file; use {hint}"
-        )
+    _check_family(upstream)
     for file, (source, _) in sources.items():  # refuse a missing file before running anything
         if source is None and any(c.FILE == fam.to_canonical(file) for c in series):
             raise UsageError(
@@ -69,3 +64,32 @@ def generate(upstream: Upstream, series: list[type[VaccCodemod]] | None = None) 
     for name in COMPANIONS:
         files[name] = (COMPANION_DIR / name).read_text(encoding="utf-8")
     return Output(upstream, files, reports)
+
+
+_CONFIG_CLASS = re.compile(r"^class (\w+?)Config\b", re.M)
+
+
+def _check_family(upstream: Upstream) -> None:
+    """Refuse another family's upstream file given as this family's (``--model gemma`` with a
+    Mistral file, or the reverse), in one line naming the file and the option that fits it.
+
+    The modeling file says its family by its ``<Prefix>PreTrainedModel``; the configuration
+    file by its ``<Prefix>Config`` classes, when it defines a known family's and not this one's.
+    """
+    fam = upstream.family
+    known = {f.prefix: f.name for f in FAMILIES.values()}
+    prefix = fam.prefix_of(upstream.modeling or "")
+    found = None
+    if prefix is not None and prefix != fam.prefix:
+        found = (0, fam.modeling, f"{prefix}PreTrainedModel, not {fam.prefix}PreTrainedModel", prefix)
+    elif upstream.configuration is not None:
+        configs = set(_CONFIG_CLASS.findall(upstream.configuration))
+        others = sorted(p for p in configs if p in known and p != fam.prefix)
+        if others and fam.prefix not in configs:
+            found = (1, fam.configuration, f"{others[0]}Config, not {fam.prefix}Config", others[0])
+    if found is None:
+        return
+    index, name, defines, other = found
+    where = local_path(upstream, index) if upstream.version is None else f"the upstream {name}"
+    hint = f"--model {known[other]}" if other in known else "a --model that serves it"
+    raise UsageError(f"{where} defines {defines}: it is not a {fam.name} file; use {hint}")

@@ -24,6 +24,7 @@ from packaging.version import Version
 from patcher.errors import UsageError
 from patcher.series.contract import ALL_OUTPUT_FILES
 from patcher.upstream.cache import is_sha256
+from patcher.upstream.families import family
 from patcher.upstream.pins import pins_dir, write_text_atomically
 from patcher.upstream.versions import check_release
 
@@ -100,8 +101,15 @@ def lock_path(directory: Path | None = None, model: str | None = None) -> Path:
     return pins_dir(directory, model) / LOCK_NAME
 
 
-def _bad(path: Path, why: str) -> UsageError:
-    return UsageError(f"{path} is not a valid lock ({why}); restore it from git or run `patcher lock`")
+def _lock_command(model: str | None) -> str:
+    """``patcher lock`` for the family whose lock it is (``patcher lock --model mistral``)."""
+    return f"patcher lock{family(model).option}"
+
+
+def _bad(path: Path, why: str, model: str | None = None) -> UsageError:
+    return UsageError(
+        f"{path} is not a valid lock ({why}); restore it from git or run `{_lock_command(model)}`"
+    )
 
 
 def _shown(value: object) -> str:
@@ -144,8 +152,9 @@ def _entry_problem(version: object, raw: object) -> str | None:
     return None
 
 
-def read_lock(path: Path) -> Lock:
-    """The lock at ``path``; UsageError when it is missing or malformed.
+def read_lock(path: Path, model: str | None = None) -> Lock:
+    """The lock at ``path`` (of the family ``model``, which the messages' ``patcher lock`` names);
+    UsageError when it is missing or malformed.
 
     The lock is a file of the repository, so a pull request can change it: every entry is
     validated before any of its values is used (a digest becomes a cache path).
@@ -153,25 +162,25 @@ def read_lock(path: Path) -> Lock:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"there is no lock at {path}; run `patcher lock` to write one") from None
+        raise UsageError(f"there is no lock at {path}; run `{_lock_command(model)}` to write one") from None
     except RecursionError:
-        raise _bad(path, "nested too deeply") from None
+        raise _bad(path, "nested too deeply", model) from None
     except (OSError, ValueError) as exc:
-        raise _bad(path, " ".join(str(exc).split())) from None
+        raise _bad(path, " ".join(str(exc).split()), model) from None
     if (
         not isinstance(data, dict)
         or data.get("format") != FORMAT
         or not isinstance(data.get("releases"), dict)
     ):
-        raise _bad(path, f"expected format {FORMAT} with releases")
+        raise _bad(path, f"expected format {FORMAT} with releases", model)
     digest = data.get("series_digest", "")
     if digest != "" and not is_sha256(digest):
-        raise _bad(path, f"series_digest {_shown(digest)} is not a sha256")
+        raise _bad(path, f"series_digest {_shown(digest)} is not a sha256", model)
     lock = Lock(series_digest=digest)
     for version, raw in data["releases"].items():
         problem = _entry_problem(version, raw)
         if problem:
-            raise _bad(path, f"entry {_shown(version)} {problem}")
+            raise _bad(path, f"entry {_shown(version)} {problem}", model)
         if "drift" in raw:
             lock.releases[version] = Entry(drift=tuple(raw["drift"]))
         else:

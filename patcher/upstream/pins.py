@@ -58,8 +58,9 @@ def pins_dir(directory: Path | None = None, model: Family | str | None = None) -
     return root / family(model).pins_subdir
 
 
-def _bad_pin(path: Path, why: str) -> UsageError:
-    return UsageError(f"pin file {path} is invalid ({why}); restore it from git or re-run `patcher pin`")
+def _bad_pin(path: Path, why: str, fam: Family | None = None) -> UsageError:
+    command = f"patcher pin{family(fam).option}"
+    return UsageError(f"pin file {path} is invalid ({why}); restore it from git or re-run `{command}`")
 
 
 def _parse_pin(path: Path, fam: Family) -> Pin:
@@ -67,31 +68,31 @@ def _parse_pin(path: Path, fam: Family) -> Pin:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:
-        raise _bad_pin(path, "not readable JSON: nested too deeply") from None
+        raise _bad_pin(path, "not readable JSON: nested too deeply", fam) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _bad_pin(path, f"not readable JSON: {' '.join(str(exc).split())}") from None
+        raise _bad_pin(path, f"not readable JSON: {' '.join(str(exc).split())}", fam) from None
     if not isinstance(data, dict) or set(data) != {"version", "wheel", "wheel_sha256", "files"}:
-        raise _bad_pin(path, "expected exactly the keys files, version, wheel, wheel_sha256")
+        raise _bad_pin(path, "expected exactly the keys files, version, wheel, wheel_sha256", fam)
     version, wheel, wheel_sha, files = data["version"], data["wheel"], data["wheel_sha256"], data["files"]
     if version != path.stem:
-        raise _bad_pin(path, f"it pins {str(version)[:40]!r} but is named {path.name}")
+        raise _bad_pin(path, f"it pins {str(version)[:40]!r} but is named {path.name}", fam)
     try:
         check_release(version)
     except UsageError as exc:
-        raise _bad_pin(path, f"version: {exc}") from None
+        raise _bad_pin(path, f"version: {exc}", fam) from None
     if (
         not isinstance(wheel, str)
         or not _WHEEL.fullmatch(wheel)
         or not wheel.startswith(f"transformers-{version}-")
     ):
         raise _bad_pin(
-            path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel"
+            path, f"wheel {str(wheel)[:60]!r} is not the file name of a transformers {version} wheel", fam
         )
     if not isinstance(files, dict) or set(files) != set(fam.files):
-        raise _bad_pin(path, f"files must name exactly {', '.join(fam.files)}")
+        raise _bad_pin(path, f"files must name exactly {', '.join(fam.files)}", fam)
     for digest in (wheel_sha, *files.values()):
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-            raise _bad_pin(path, f"{digest!r} is not a lowercase hex sha256")
+            raise _bad_pin(path, f"{digest!r} is not a lowercase hex sha256", fam)
     return Pin(version=version, wheel=wheel, wheel_sha256=wheel_sha, files=dict(files))
 
 
@@ -109,7 +110,7 @@ def load_pins(directory: Path | None = None, model: Family | str | None = None) 
         try:
             key = Version(path.stem)
         except InvalidVersion:
-            raise _bad_pin(path, "its name is not <version>.json") from None
+            raise _bad_pin(path, "its name is not <version>.json", fam) from None
         pins.append((key, _parse_pin(path, fam)))
     return {pin.version: pin for _, pin in sorted(pins, key=lambda item: item[0])}
 
@@ -186,7 +187,7 @@ def pin_release(
     releases.  Re-pinning an already pinned release rewrites an identical file.
     """
     fam = family(model)
-    version = check_release(version)
+    version = check_release(version, fam)
     _refuse_yanked(version)
     cache = cache if cache is not None else BlobCache()
     with tempfile.TemporaryDirectory(prefix="patcher-pin-") as tmp:

@@ -31,7 +31,7 @@ def upstream_for(
     if spec.strip().lower() == "installed":
         return fetch.from_installed(model=fam)
     pinned = pins.load_pins(model=fam)
-    return fetch.fetch(versions.resolve(spec, pinned), pinned, progress=progress, model=fam)
+    return fetch.fetch(versions.resolve(spec, pinned, fam), pinned, progress=progress, model=fam)
 
 
 def family_of(model: str | None) -> Family:

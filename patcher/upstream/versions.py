@@ -16,6 +16,7 @@ from typing import NoReturn
 from packaging.version import InvalidVersion, Version
 
 from patcher.errors import UsageError
+from patcher.upstream.families import Family, family
 
 FIRST_GEMMA = Version("4.38.0")
 _SHAPE_HINT = "give major.minor (e.g. 4.40) or major.minor.patch (e.g. 4.40.2)"
@@ -72,44 +73,56 @@ def _check_shape(spec: str) -> Version:
     return parsed
 
 
-def _check_gemma(spec: str, parsed: Version) -> None:
+def _check_gemma(spec: str, parsed: Version, model: Family | str | None = None) -> None:
     padded = parsed.release + (0,) * (3 - len(parsed.release))
+    fam = family(model)
     if Version(".".join(map(str, padded))) < FIRST_GEMMA:
+        if fam.pins_subdir:  # another family: say where patcher's support for it starts
+            _fail(
+                f"transformers {_plain(spec)} is older than patcher's {fam.prefix} support, which starts "
+                f"at transformers {fam.first}"
+            )
         _fail(f"transformers {_plain(spec)} has no Gemma: Gemma first appears in transformers {FIRST_GEMMA}")
 
 
-def check_release(version: str) -> str:
+def check_release(version: str, model: Family | str | None = None) -> str:
     """Validate an exact release number (``X.Y.Z``) that may be pinned; return it stripped.
 
     Used by ``patcher pin``: it refuses malformed versions, pre-releases, and releases before
-    Gemma, with the same messages as :func:`resolve`.
+    Gemma (patcher's first release for every family), with the same messages as :func:`resolve`.
     """
     spec = version.strip()
     parsed = _check_shape(spec)
-    _check_gemma(spec, parsed)
+    _check_gemma(spec, parsed, model)
     if len(parsed.release) != 3:
         _fail(f"{_shown(spec)} is not an exact release; give major.minor.patch (e.g. {spec}.0)")
     return spec
 
 
-def resolve(spec: str, pins: Mapping[str, object]) -> str:
-    """The pinned release (a key of ``pins``) that ``spec`` names; UsageError if none.
+def resolve(spec: str, pins: Mapping[str, object], model: Family | str | None = None) -> str:
+    """The pinned release (a key of ``pins``, the pins of the family ``model``) that ``spec``
+    names; UsageError if none.
 
     ``4.40`` means the newest pinned 4.40.x; ``4.40.2`` must itself be pinned.  Surrounding
     whitespace is ignored.
     """
     spec = spec.strip()
     parsed = _check_shape(spec)
-    _check_gemma(spec, parsed)
+    _check_gemma(spec, parsed, model)
+    option = family(model).option
+    whose = f" for {family(model).name}" if option else ""
     pinned = {Version(v): v for v in pins}
     if len(parsed.release) == 3:
         if parsed in pinned:
             return pinned[parsed]
-        _fail(f"transformers {_plain(spec)} is not pinned; run `patcher pin {_plain(spec)}` first")
+        _fail(
+            f"transformers {_plain(spec)} is not pinned{whose}; "
+            f"run `patcher pin{option} {_plain(spec)}` first"
+        )
     series = sorted(v for v in pinned if v.release[:2] == parsed.release and not v.is_prerelease)
     if series:
         return pinned[series[-1]]
     _fail(
-        f"no transformers {_plain(spec)}.x release is pinned; "
-        f"run `patcher pin {_plain(spec)}.N` (a release of that series) first"
+        f"no transformers {_plain(spec)}.x release is pinned{whose}; "
+        f"run `patcher pin{option} {_plain(spec)}.N` (a release of that series) first"
     )

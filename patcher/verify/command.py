@@ -298,6 +298,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     toolchain = toolchains.get(args.toolchain)
     if args.dir is not None:
         return _verify_dir(args, say, toolchain)
+    args.model = args.model or "gemma"  # only --dir infers the family from what it finds
     if not args.all:
         return _verify_one(args, say, toolchain)
     jobs = 1 if args.jobs is None else args.jobs
@@ -329,8 +330,6 @@ def _check_usage(args: argparse.Namespace) -> None:
         problem = "--dir verifies the files found in DIR; it goes with neither --all nor --upstream"
     elif args.dir is not None and not args.dir.strip():
         problem = "--dir is empty; give the directory holding the vacc files"
-    elif args.dir is not None and args.model != "gemma":
-        problem = "--dir verifies gemma files only so far; verify mistral with --transformers or --all"
     elif args.dir is not None and args.jobs is not None:
         problem = "--jobs goes with --all"
     elif args.all and local:
@@ -356,7 +355,7 @@ def _release(spec: str, model: str = "gemma") -> str:
 
     if spec.strip().lower() == "installed":
         return fetch.from_installed(model=model).version
-    return versions.resolve(spec, pins.load_pins(model=model))
+    return versions.resolve(spec, pins.load_pins(model=model), model)
 
 
 def _verify_one(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -> int:
@@ -414,19 +413,23 @@ def _verify_dir(args: argparse.Namespace, say: Progress, toolchain: Toolchain) -
     from patcher.verify.envs import ToolchainRefused
 
     directory = Path(args.dir)
-    given = None if args.transformers is None else _release(args.transformers)
-    texts, version, notices = found.read_dir(directory, given)
-    generated = generate_cached(upstream_for(version)).files
+    fam = found.family_of_dir(directory, args.model)  # --model, or the one family DIR holds
+    given = None if args.transformers is None else _release(args.transformers, fam.name)
+    texts, version, notices = found.read_dir(directory, given, fam)
+    generated = generate_cached(upstream_for(version, model=fam.name)).files
     try:
-        entry = lockfile.read_lock(lockfile.lock_path()).releases.get(version)
+        entry = lockfile.read_lock(lockfile.lock_path(model=fam.name), fam.name).releases.get(version)
     except UsageError:
         entry = None
-    state = found.compare(directory, texts, version, generated, entry.outputs if entry else None, notices)
+    locked = entry.outputs if entry else None
+    state = found.compare(directory, texts, version, generated, locked, notices, fam)
     refused = None
     report = None
     with _one_thread_per_check():
         try:
-            report = release.verify_output(version, directory, progress=say, toolchain=toolchain)
+            report = release.verify_output(
+                version, directory, progress=say, toolchain=toolchain, model=fam.name
+            )
         except ToolchainRefused as exc:
             refused = exc
     if args.json:
@@ -491,3 +494,5 @@ def register(command) -> None:
     )
     p.add_argument("--jobs", type=int, metavar="N", help="with --all: releases verified at once (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    # --dir finds the family in DIR when --model is not given; everything else defaults to gemma
+    p.set_defaults(model=None)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from patcher.errors import UsageError
-from patcher.series.contract import NOTICE_MARK, OUTPUT_FILES
+from patcher.series.contract import NOTICE_MARK, output_files
+from patcher.upstream.families import FAMILIES, Family, family
 
 #: The first line of patcher's notice, naming the release (see ``patcher.generate.notice``).
 NOTICE_LINE = re.compile(rf"^{re.escape(NOTICE_MARK)} from transformers (\S+); ", re.MULTILINE)
@@ -36,7 +37,7 @@ UNPINNED = f"{NOTICE_MARK} from an UNPINNED local file"
 HEAD_LINES = 80  # the notice follows upstream's licence header
 STATUSES = ("as generated", "as locked", "hand-edited")
 
-__all__ = ["FileState", "Found", "compare", "notice_release", "read_dir"]
+__all__ = ["FileState", "Found", "compare", "family_of_dir", "notice_release", "read_dir"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Found:
     notices: dict[str, str | None]  # file -> the release its notice names (None: no notice)
     files: list[FileState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    model: str = "gemma"  # the family of the files
 
     @property
     def edited(self) -> list[FileState]:
@@ -69,6 +71,7 @@ class Found:
     def as_dict(self) -> dict:
         return {
             "dir": str(self.directory),
+            "model": self.model,
             "release": self.version,
             "notices": dict(self.notices),
             "files": {f.name: {"status": f.status, "detail": f.detail} for f in self.files},
@@ -79,7 +82,9 @@ class Found:
     def render(self) -> str:
         """One line per file, then the notes: what ``verify --dir`` prints above the checks."""
         width = max(len(f.name) for f in self.files) if self.files else 0
-        lines = [f"{self.directory}: the vacc files of transformers {self.version}"]
+        fam = family(self.model)
+        which = f" {fam.prefix}" if fam.pins_subdir else ""
+        lines = [f"{self.directory}: the vacc{which} files of transformers {self.version}"]
         for state in self.files:
             status = state.status.upper() if state.edited else state.status
             lines.append(
@@ -117,17 +122,64 @@ def _read(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {exc}") from None
 
 
+def _families_in(directory: Path) -> list[Family]:
+    """The families whose vacc modeling file is in ``directory``."""
+    return [f for f in FAMILIES.values() if (directory / f.output_names[f.modeling]).is_file()]
+
+
+def family_of_dir(directory: Path, model: str | None) -> Family:
+    """The family whose vacc files ``directory`` holds: ``model`` when given (refused, naming the
+    right option, when DIR holds only another family's files), else the one family present.
+
+    A directory holding several families' files (``install --force`` of both) needs ``--model``.
+    """
+    if not directory.is_dir():
+        raise UsageError(f"--dir {directory}: no such directory")
+    present = _families_in(directory)
+    names = ", ".join(f.output_names[f.modeling] for f in present)
+    if model is not None:
+        fam = family(model)
+        if fam not in present and present:
+            raise UsageError(
+                f"--model {fam.name}: {directory} has no {fam.output_names[fam.modeling]}; it holds {names}, "
+                f"the vacc files of {' and '.join(f.name for f in present)}: use --model {present[0].name}"
+            )
+        return fam
+    if len(present) > 1:
+        raise UsageError(
+            f"{directory} holds the vacc files of {' and '.join(f.name for f in present)} ({names}); "
+            f"choose the family to verify with --model {' or --model '.join(f.name for f in present)}"
+        )
+    return present[0] if present else family(None)
+
+
+def _check_family(fam: Family, texts: dict[str, str], directory: Path) -> None:
+    """Refuse a modeling file of another family under this family's name (its classes say)."""
+    name = fam.output_names[fam.modeling]
+    prefix = fam.prefix_of(texts[name])
+    if prefix is not None and prefix != fam.prefix:
+        known = {f.prefix: f.name for f in FAMILIES.values()}
+        other = f"a {known[prefix]} file" if prefix in known else f"not a {fam.name} file"
+        raise UsageError(
+            f"{directory / name} defines {prefix}PreTrainedModel, not {fam.prefix}PreTrainedModel: it is "
+            f"{other} under the {fam.name} name; verify the files patcher wrote for {fam.name}"
+        )
+
+
 def read_dir(
-    directory: Path, release: str | None = None
+    directory: Path, release: str | None = None, model: Family | str | None = None
 ) -> tuple[dict[str, str], str, dict[str, str | None]]:
-    """The three files of ``directory``, the release to check them against and each notice's release.
+    """The three files of ``directory`` (of the family ``model``, default gemma), the release
+    to check them against and each notice's release.
 
     The release is ``release`` when given (a pinned version), else the one the notices name,
     which must be one.
     """
+    fam = family(model)
     if not directory.is_dir():
         raise UsageError(f"--dir {directory}: no such directory")
-    texts = {name: _read(directory / name) for name in OUTPUT_FILES}
+    texts = {name: _read(directory / name) for name in output_files(fam)}
+    _check_family(fam, texts, directory)
     notices = {name: notice_release(text) for name, text in texts.items()}
     named = sorted({v for v in notices.values() if v is not None})
     if release is not None:
@@ -145,8 +197,9 @@ def read_dir(
         )
     from patcher.upstream import pins
 
-    if named[0] not in pins.load_pins():
-        raise UsageError(f"the files of {directory} name transformers {named[0]}, which is not pinned")
+    if named[0] not in pins.load_pins(model=fam):
+        which = f" for {fam.name}" if fam.pins_subdir else ""
+        raise UsageError(f"the files of {directory} name transformers {named[0]}, which is not pinned{which}")
     return texts, named[0], notices
 
 
@@ -173,11 +226,13 @@ def compare(
     generated: dict[str, str],
     locked: dict[str, str] | None,
     notices: dict[str, str | None],
+    model: Family | str | None = None,
 ) -> Found:
     """Each file of ``texts`` against ``generated`` (patcher's output for ``version`` now) and
     ``locked`` (the lock's digests for it, when it has them)."""
-    found = Found(directory, version, notices)
-    for name in OUTPUT_FILES:
+    fam = family(model)
+    found = Found(directory, version, notices, model=fam.name)
+    for name in output_files(fam):
         text = texts[name]
         if text == generated.get(name):
             found.files.append(FileState(name, "as generated"))
@@ -191,13 +246,15 @@ def compare(
     for name, said in notices.items():
         if said is not None and said != version:
             found.notes.append(f"{name}'s notice names transformers {said}, checked against {version}")
-    found.notes += _checkpoint_notes(directory)
+    found.notes += _checkpoint_notes(directory, fam)
     return found
 
 
-def _checkpoint_notes(directory: Path) -> list[str]:
+def _checkpoint_notes(directory: Path, fam: Family) -> list[str]:
     """In a checkpoint (a ``config.json`` beside the files): whether its ``auto_map`` loads them."""
-    from patcher.deploy.checkpoint import AUTO_MAP, CONFIG
+    from patcher.deploy.checkpoint import CONFIG
+
+    wanted = fam.auto_map
 
     path = directory / CONFIG
     if not path.is_file():
@@ -207,7 +264,7 @@ def _checkpoint_notes(directory: Path) -> list[str]:
     except (OSError, ValueError) as exc:
         return [f"{CONFIG} cannot be read ({exc}); from_pretrained will not load this checkpoint"]
     auto_map = config.get("auto_map") if isinstance(config, dict) else None
-    if not isinstance(auto_map, dict) or any(auto_map.get(k) != v for k, v in AUTO_MAP.items()):
+    if not isinstance(auto_map, dict) or any(auto_map.get(k) != v for k, v in wanted.items()):
         return [
             f"{CONFIG} has no auto_map to these files: from_pretrained(trust_remote_code=True) will not "
             "load them (`patcher install` adds it)"

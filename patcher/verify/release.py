@@ -122,6 +122,7 @@ class Overlay:
     modeling_path: str
     configuration: str | None = None
     configuration_path: str | None = None
+    model: str = "gemma"  # the family whose upstream files these stand in for
 
     @classmethod
     def from_upstream(cls, upstream) -> Overlay:
@@ -129,7 +130,9 @@ class Overlay:
         modeling_path, configuration_path = upstream.paths or ("<local file>", None)
         if upstream.configuration is None:
             configuration_path = None
-        return cls(upstream.modeling, modeling_path, upstream.configuration, configuration_path)
+        return cls(
+            upstream.modeling, modeling_path, upstream.configuration, configuration_path, upstream.model
+        )
 
     def describe(self) -> str:
         """``local upstream X`` (``and Y``): what the reference is, in the report's words."""
@@ -139,21 +142,23 @@ class Overlay:
         return text
 
     def write(self, directory: Path) -> tuple[Path, Path | None]:
-        """Write the files as ``models/gemma/{modeling,configuration}_gemma.py`` under
+        """Write the files as ``models/<family>/{modeling,configuration}_<family>.py`` under
         ``directory`` (the layout transformers' own files have, which its docstring tools
         read names from); return their paths."""
-        gemma = Path(directory) / "models" / "gemma"
-        gemma.mkdir(parents=True)
-        modeling = gemma / "modeling_gemma.py"
+        fam = family(self.model)
+        folder = Path(directory) / "models" / fam.name
+        folder.mkdir(parents=True)
+        modeling = folder / fam.modeling
         modeling.write_text(self.modeling, encoding="utf-8", newline="")
         if self.configuration is None:
             return modeling, None
-        configuration = gemma / "configuration_gemma.py"
+        configuration = folder / fam.configuration
         configuration.write_text(self.configuration, encoding="utf-8", newline="")
         return modeling, configuration
 
     def as_dict(self) -> dict:
-        return {"modeling_gemma.py": self.modeling_path, "configuration_gemma.py": self.configuration_path}
+        fam = family(self.model)
+        return {fam.modeling: self.modeling_path, fam.configuration: self.configuration_path}
 
 
 @dataclass
@@ -182,7 +187,8 @@ class VerifyReport:
         if self.overlay is None:
             return f"transformers {self.version}{on}"
         return (
-            f"{self.overlay.describe()} in transformers {self.version}'s environment{on} (not its own Gemma)"
+            f"{self.overlay.describe()} in transformers {self.version}'s environment{on} "
+            f"(not its own {family(self.overlay.model).prefix})"
         )
 
     def stack(self) -> str:
