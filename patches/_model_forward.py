@@ -206,43 +206,23 @@ _CACHE_CONVERSIONS = r.known(
 )
 
 
-def _is_warning(small: cst.BaseSmallStatement) -> bool:
-    """``logger.warning_once(<strings>)``"""
-    return (
-        isinstance(small, cst.Expr)
-        and isinstance(small.value, cst.Call)
-        and s.dotted(small.value.func) == "logger.warning_once"
-        and all(isinstance(a.value, cst.BaseString) and a.keyword is None for a in small.value.args)
-    )
-
-
 class _Unworded(cst.CSTTransformer):
     """Every ``logger.warning_once(<strings>)`` as ``logger.warning_once("...")``."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.warnings: list[str] = []
-
     def leave_SimpleStatementLine(self, original_node, updated_node):
-        if len(updated_node.body) == 1 and _is_warning(updated_node.body[0]):
-            self.warnings.append(r.first_line(original_node))
+        if len(updated_node.body) == 1 and r.is_warning(updated_node.body[0]):
             return updated_node.with_changes(body=[cst.Expr(cst.parse_expression(_WARNING))])
         return updated_node
 
 
-def _unworded(stmt: cst.BaseStatement) -> tuple[cst.BaseStatement, list[str]]:
-    visitor = _Unworded()
-    return stmt.visit(visitor), visitor.warnings
-
-
 def _is_cache_conversion(stmt: cst.BaseStatement) -> bool:
-    return isinstance(stmt, cst.If) and _CACHE_CONVERSIONS(_unworded(stmt)[0])
+    return isinstance(stmt, cst.If) and _CACHE_CONVERSIONS(stmt.visit(_Unworded()))
 
 
 def _conversion_warnings(stmt: cst.BaseStatement) -> list[str]:
     """The legacy-format warnings inside a cache conversion (``past-length`` drops them with it:
     the vacc model takes the tuple cache, there is nothing to warn about)."""
-    return _unworded(stmt)[1]
+    return r.warnings_in(stmt)
 
 
 _CACHE_BOOKKEEPING = r.known(

@@ -198,7 +198,7 @@ class Accountant:
             else:  # a translation keeps the blank lines and comments of the statement it replaces
                 assert rule.apply is not None, rule.name
                 new = list(rule.apply(stmt.with_changes(leading_lines=())))
-                notes = [_comment(f"vacc: dropped ({rule.name}): {n}") for n in (rule.notes or _none)(stmt)]
+                notes = [dropped_comment(rule.name, n) for n in (rule.notes or _none)(stmt)]
                 if not new:  # translated into nothing (already done above): it stands as a drop
                     pending += [
                         *stmt.leading_lines,
@@ -263,6 +263,39 @@ def _none(_stmt: cst.BaseStatement) -> Sequence[str]:
 
 def _has_blocks(stmt: cst.BaseStatement) -> bool:
     return isinstance(stmt, cst.If | cst.For | cst.While | cst.With | cst.Try)
+
+
+class _Warnings(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> bool:
+        if len(node.body) == 1 and is_warning(node.body[0]):
+            self.found.append(first_line(node))
+        return False
+
+
+def is_warning(small: cst.CSTNode) -> bool:
+    """``logger.warning_once(<strings>)``: a log line only."""
+    return (
+        isinstance(small, cst.Expr)
+        and isinstance(small.value, cst.Call)
+        and s.dotted(small.value.func) == "logger.warning_once"
+        and all(isinstance(a.value, cst.BaseString) and a.keyword is None for a in small.value.args)
+    )
+
+
+def warnings_in(stmt: cst.CSTNode) -> list[str]:
+    """The first lines of the log-only statements inside ``stmt``, at any depth."""
+    visitor = _Warnings()
+    stmt.visit(visitor)
+    return visitor.found
+
+
+def dropped_comment(rule: str, text: str) -> cst.EmptyLine:
+    """``# vacc: dropped (<rule>): <text>``, the line a dropped statement leaves."""
+    return _comment(f"vacc: dropped ({rule}): {text}")
 
 
 def _comment(text: str) -> cst.EmptyLine:

@@ -14,7 +14,8 @@ Shapes recognised (in ``GemmaForSequenceClassification.forward``):
   argmax … % …``: the block is replaced, upstream's batch check is kept;
 * ``rightmost-non-pad`` — the same block assigning ``last_non_pad_token`` from
   ``(token_indices * non_pad_mask).argmax(-1)`` (4.49+; left and right padding): replaced,
-  keeping upstream's variable name;
+  keeping upstream's variable name; its warning about ``inputs_embeds`` is dropped by the rule
+  ``inputs-embeds-warning`` (a ``# vacc: dropped`` line before the block);
 
 The block is replaced whole (the contract fixes its computation), so it is recognised exactly:
 each known form as it is, formatting and comments aside.  A block that computes anything else
@@ -156,7 +157,10 @@ class SequenceLengths(VaccCodemod):
                 anchor="GemmaForSequenceClassification.forward",
                 node=stmts[j],
             )
-        stmts[j] = lay.keep_leading(stmts[j], new)
+        # the warning of the no-input_ids branch (4.49+) goes with the block: named, so that an
+        # upstream that stops warning still changes the output
+        notes = [r.dropped_comment("inputs-embeds-warning", w) for w in r.warnings_in(stmts[j])]
+        stmts[j] = new.with_changes(leading_lines=[*stmts[j].leading_lines, *notes])
         new_fn = lay.with_fn_body(forward, stmts)
         new_cls = lay.with_class_body(cls, lay.replace_in(s.class_body(cls), k, new_fn))
         return module.with_changes(body=lay.replace_in(module.body, i, new_cls))

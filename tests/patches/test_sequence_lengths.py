@@ -197,3 +197,23 @@ def test_formatting_insensitive_to_joined_statements() -> None:
     )
     assert reformatted.count(";") == 2 and "else: sequence_lengths" in reformatted
     assert_formatting_insensitive(SequenceLengths, UPSTREAM, reformatted)
+
+
+def test_the_inputs_embeds_warning_is_dropped_by_name() -> None:
+    """4.49-4.53 warn in the no-input_ids branch; the replaced block does not carry the warning
+    but names it, so an upstream that stops warning changes the output (by that line alone)."""
+    warning = (
+        "            logger.warning_once(\n"
+        '                f"{self.__class__.__name__} will not detect padding tokens in `inputs_embeds`. Results may be "\n'  # noqa: E501
+        '                "unexpected if using padding tokens in conjunction with `inputs_embeds.`"\n'
+        "            )\n"
+    )
+    quiet = UPSTREAM.replace(ARGMAX_MODULO, TOKEN_INDICES).replace(
+        "device=logits.device), sequence_lengths]", "device=logits.device), last_non_pad_token]"
+    )
+    loud = quiet.replace(TOKEN_INDICES, TOKEN_INDICES + warning)
+    with_warning, _ = apply(SequenceLengths, loud)
+    without, _ = apply(SequenceLengths, quiet)
+    lost = [line for line in with_warning.splitlines() if line not in without.splitlines()]
+    assert lost == ["        # vacc: dropped (inputs-embeds-warning): logger.warning_once( …"]
+    assert set(without.splitlines()) <= set(with_warning.splitlines())
