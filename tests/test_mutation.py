@@ -8,8 +8,8 @@ Three parts (the generator and classifier are ``tests/mutants.py``):
 * the default run: a fixed-seed sample of mutants (every kind) of three upstream files
   spanning the eras (4.40, 4.48, 5.24), none of which may be ``dropped`` or ``error``;
 * the full tier (marker ``mutation``): every mutant of every distinct upstream file, one test
-  per file.  26,162 mutants at about 0.35 s of CPU each (one series run on the file parsed
-  once, ``mutants.Spliced``) is about 2.5 hours of CPU (well over an hour on 2 free cores),
+  per file.  26,162 mutants at about 0.44 s of CPU each (one series run on the file parsed
+  once, ``mutants.Spliced``) is about 3.2 hours of CPU (an hour and a half on 2 free cores),
   so it runs only when asked for: ``python -m pytest -m mutation -n 2`` (or with
   ``PATCHER_MUTATION=1``).  Selecting the marker is the switch
   rather than ``addopts = -m "not mutation"``: a user's own ``-m "not verify"`` would replace
