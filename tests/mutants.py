@@ -652,8 +652,11 @@ def _accounted(mutant: Mutant, code: str, baseline: str, series: Sequence[type])
 
     * ``removed``: it lies in a unit that a codemod's ``DROPS`` removes whole by a rule of the
       contract (the attention variants, the static-cache hooks, ``_update_causal_mask``);
-    * ``dropped-by-rule``: it deletes a statement that a named rule drops, and the output lost
-      exactly that rule's ``# vacc: dropped (<rule>): …`` comment line and nothing else.
+    * ``dropped-by-rule``: it deletes a statement that named rules drop (or translate into
+      nothing, done above), and the output lost exactly their ``# vacc: dropped (<rule>): …``
+      / ``# vacc: done above (<rule>): …`` comment lines and nothing else (one line per such
+      statement: a deleted ``if`` that a rule did above loses its own line and those of the
+      statements inside it that rules dropped).
 
     Both are reported apart from ``carried``; anything else stays ``dropped``."""
     drops = {unit: why for codemod in series for unit, why in getattr(codemod, "DROPS", {}).items()}
@@ -666,8 +669,10 @@ def _accounted(mutant: Mutant, code: str, baseline: str, series: Sequence[type])
         return None
     lost = [line for line in _line_diff(baseline, code, "-") if line.strip()]
     gained = [line for line in _line_diff(baseline, code, "+") if line.strip()]
-    if len(lost) == 1 and not gained and (hit := _DROP_COMMENT.match(lost[0])):
-        return "dropped-by-rule", f"rule {hit.group(2)}: {lost[0].strip()}"
+    hits = [_DROP_COMMENT.match(line) for line in lost]
+    if lost and not gained and all(hits):
+        rules = ", ".join(dict.fromkeys(hit.group(2) for hit in hits))
+        return "dropped-by-rule", f"rule {rules}: {lost[0].strip()}"
     return None
 
 
