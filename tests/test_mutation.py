@@ -426,7 +426,8 @@ ONCE_DROPPED = {
     # the legacy-cache conversion that past-length does above, deleted whole: only the rule's
     # two comment lines (its own, the warning's inside it) go (found by the full tier)
     "4.42.0": (
-        "4.42.0:GemmaModel.forward:delete:L902c8:if use_cache and not isinstance(past_key_values, Cache): ...",
+        "4.42.0:GemmaModel.forward:delete:L902c8:"
+        "if use_cache and not isinstance(past_key_values, Cache): ...",
     ),
     "4.48.3": ("4.48.3:eager_attention_forward:const:L208c21:0.0->0.5",),
     "4.53.0": ("4.53.0:GemmaModel.forward:delete:L438c12:if output_hidden_states:",),

@@ -35,7 +35,7 @@ from rich.text import Text
 from patcher.errors import UsageError
 from patcher.series.contract import OUTPUT_FILES, output_files  # noqa: F401 (OUTPUT_FILES: re-exported)
 from patcher.upstream.families import family
-from patcher.verify import toolchains
+from patcher.verify import toolchains, warm
 from patcher.verify.envs import Env, Progress, ensure_env, installed_versions, moved_pins
 from patcher.verify.toolchains import Toolchain
 
@@ -315,9 +315,7 @@ def verify_output(
             if configuration is not None:
                 cmd += ["--config-upstream", str(configuration)]
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=env.environ(), cwd=tmp, timeout=timeout
-            )
+            proc = warm.run(cmd, environ=env.environ(), cwd=tmp, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
             stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
             reason = f"the check script timed out after {timeout:.0f}s"

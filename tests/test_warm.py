@@ -1,0 +1,212 @@
+"""Warm check processes (``patcher.verify.warm``, ``forkserver.py``): a child forked from
+the warm server must be the fresh process it replaces, or not be used."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from patcher.verify import warm
+
+SCRIPT = """\
+import json, os, sys
+print(json.dumps({"path1": sys.path[1], "cwd": os.getcwd(), "env": os.environ.get("MARK"),
+                  "argv": sys.argv[1:], "main": __name__, "stdin": sys.stdin.read()}))
+print("to stderr", file=sys.stderr)
+if "--sleep" in sys.argv:
+    import time; time.sleep(60)
+sys.exit(int(sys.argv[1]) if sys.argv[1:] and sys.argv[1].isdigit() else 0)
+"""
+
+
+def _dist(directory: Path, name: str, version: str, files: dict[str, str], points: str = "") -> None:
+    """A fake installed distribution: its files and a RECORD with their "hashes"."""
+    info = directory / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    record = []
+    for path, content in files.items():
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_text(content)
+        record.append(f"{path},sha256={abs(hash(content))},{len(content)}")
+    record.append(f"{info.name}/RECORD,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+    if points:
+        (info / "entry_points.txt").write_text(points)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    warm._tops.cache_clear()
+    warm._dists.cache_clear()
+    mine, theirs = tmp_path / "t0", tmp_path / "t1"
+    for d in (mine, theirs):
+        _dist(d, "numpy", "2.4.6", {"numpy/__init__.py": "N2"})
+        _dist(d, "transformers", "4.0", {"transformers/__init__.py": "T"})
+    return mine, theirs
+
+
+READY = {
+    "loaded": {
+        "numpy": "{t0}/numpy/__init__.py",
+        "torch": "/base/site-packages/torch/__init__.py",
+        "json": "",
+    },
+    "missed": ["rich", "torch._rocm_init"],
+    "metadata": ["dist:tqdm", "group:torch.backends"],
+}
+
+
+def _ready(mine: Path) -> dict:
+    return {**READY, "loaded": {k: v.format(t0=mine) for k, v in READY["loaded"].items()}}
+
+
+def test_a_target_dir_with_the_same_files_is_compatible(dirs) -> None:
+    mine, theirs = dirs
+    assert warm.incompatibility(_ready(mine), str(mine), str(theirs)) is None
+    assert warm.incompatibility(_ready(mine), str(mine), str(mine)) is None
+
+
+def test_another_build_of_a_module_the_warm_up_took_from_the_server_target_is_not(dirs) -> None:
+    mine, theirs = dirs
+    for d in theirs.glob("numpy*"):
+        __import__("shutil").rmtree(d)
+    _dist(theirs, "numpy", "1.26.4", {"numpy/__init__.py": "N1"})
+    reason = warm.incompatibility(_ready(mine), str(mine), str(theirs))
+    assert reason and "numpy" in reason and "numpy-1.26.4.dist-info" in reason
+
+
+@pytest.mark.parametrize(
+    "provided",
+    ["torch/__init__.py", "json.py", "rich/__init__.py", "json.cpython-311-x86_64-linux-gnu.so"],
+)
+def test_a_module_shadowing_the_base_or_found_where_the_warm_up_missed_it_is_not(dirs, provided) -> None:
+    mine, theirs = dirs
+    (theirs / provided).parent.mkdir(parents=True, exist_ok=True)
+    (theirs / provided).write_text("")
+    reason = warm.incompatibility(_ready(mine), str(mine), str(theirs))
+    assert reason and provided.split("/")[0].split(".")[0] in reason
+
+
+def test_distributions_and_entry_points_the_warm_up_read_must_match(dirs) -> None:
+    mine, theirs = dirs
+    _dist(theirs, "tqdm", "4.70", {"tqdm/__init__.py": "Q"})
+    assert "tqdm" in warm.incompatibility(_ready(mine), str(mine), str(theirs))
+    warm._dists.cache_clear()
+    _dist(mine, "tqdm", "4.70", {"tqdm/__init__.py": "Q"})
+    assert warm.incompatibility(_ready(mine), str(mine), str(theirs)) is None
+    warm._dists.cache_clear()
+    _dist(theirs, "plugin", "1", {"plugin/__init__.py": "P"}, "[torch.backends]\nx = plugin:load\n")
+    assert "entry points" in warm.incompatibility(_ready(mine), str(mine), str(theirs))
+
+
+# -- the server itself, on patcher's own interpreter (its warm-up imports fail: no torch) -----
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    target = tmp_path / "target0"
+    target.mkdir()
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    srv = warm.Server(sys.executable, environ, str(target))
+    yield srv, environ, tmp_path
+    srv.close()
+
+
+def test_the_child_runs_the_script_as_a_fresh_process_would(server) -> None:
+    srv, environ, tmp = server
+    script = tmp / "script.py"
+    script.write_text(SCRIPT)
+    target = tmp / "target1"
+    target.mkdir()
+    env = {**environ, "MARK": "seen", "PYTHONPATH": str(target)}
+    got = srv.run([str(script), "3", "x"], cwd=str(tmp), environ=env, target=str(target), timeout=60)
+    fresh = subprocess.run(
+        [sys.executable, str(script), "3", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+    )
+    assert got.returncode == fresh.returncode == 3
+    assert json.loads(got.stdout) == json.loads(fresh.stdout)
+    assert json.loads(got.stdout)["path1"] == str(target) and json.loads(got.stdout)["main"] == "__main__"
+    assert got.stderr.endswith("to stderr\n")
+    again = srv.run([str(script)], cwd=str(tmp), environ=env, target=str(target), timeout=60)
+    assert again.returncode == 0  # the server forks from the same state, run after run
+
+
+def test_a_child_past_its_timeout_is_killed_and_the_server_lives_on(server) -> None:
+    srv, environ, tmp = server
+    script = tmp / "script.py"
+    script.write_text(SCRIPT)
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        srv.run([str(script), "--sleep"], cwd=str(tmp), environ=environ, target=str(tmp), timeout=2)
+    assert "to stderr" in expired.value.stderr
+    assert srv.alive()
+    assert srv.run([str(script)], cwd=str(tmp), environ=environ, target=str(tmp), timeout=60).returncode == 0
+
+
+def test_ctrl_c_stops_the_children_not_the_server(server) -> None:
+    """Ctrl-C reaches the whole process group: the server ignores it (and reports how its
+    child ended), while the child gets Python's KeyboardInterrupt as a fresh process would."""
+    import signal
+
+    srv, environ, tmp = server
+    os.kill(srv.proc.pid, signal.SIGINT)
+    script = tmp / "script.py"
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+    done = srv.run([str(script)], cwd=str(tmp), environ=environ, target=str(tmp), timeout=60)
+    assert srv.alive() and "KeyboardInterrupt" in done.stderr and done.returncode != 0
+
+
+def test_warm_starts_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    monkeypatch.setenv("PATCHER_WARM_CHECKS", "0")
+    before = warm.POOL.started
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = warm.run([sys.executable, str(script), "5"], environ=env, cwd=str(tmp_path), timeout=60)
+    assert done.returncode == 5 and warm.POOL.started == before
+
+
+# -- real releases: warm and fresh reports are the same --------------------------------------
+
+
+@pytest.mark.verify
+@pytest.mark.network
+def test_warm_and_fresh_check_runs_report_the_same(tmp_path: Path, monkeypatch) -> None:
+    """Two releases whose target dirs share the warm-up's files: the second runs in a child
+    of the server warmed up for the first.  Every check's status and detail (the measured
+    differences included) must equal a fresh process's."""
+    from releases import fetch
+
+    from patcher.deploy.write import write_output
+    from patcher.series import engine
+    from patcher.series.generate import generate
+    from patcher.verify import release
+
+    monkeypatch.setattr(warm, "POOL", warm.Pool())
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")
+    series = engine.load_series()
+    reports = {}
+    for version in ("4.46.1", "4.46.2"):
+        out = tmp_path / version
+        write_output(dict(generate(fetch(version), series).files), out)
+        for mode in ("1", "0"):
+            monkeypatch.setenv("PATCHER_WARM_CHECKS", mode)
+            report = release.verify_output(version, out)
+            reports[version, mode] = (
+                [(c.name, c.config, c.status, c.detail) for c in report.checks],
+                report.versions,
+            )
+        assert reports[version, "1"] == reports[version, "0"]
+        assert all(status == "pass" for _, _, status, _ in reports[version, "1"][0])
+    assert (warm.POOL.started, warm.POOL.warm, warm.POOL.fresh) == (1, 2, 2)  # one server, reused
+    warm.POOL.close()
