@@ -165,6 +165,21 @@ def test_ctrl_c_stops_the_children_not_the_server(server) -> None:
     assert srv.alive() and "KeyboardInterrupt" in done.stderr and done.returncode != 0
 
 
+def test_an_interpreter_that_cannot_serve_runs_fresh_and_is_not_asked_again(tmp_path, monkeypatch) -> None:
+    """A stand-in for the environment's python (as the tests use) says something else than
+    the server's first line, or nothing before the timeout: the run goes to a fresh process."""
+    monkeypatch.setattr(warm, "POOL", warm.Pool())
+    python = tmp_path / "stand-in"
+    python.write_text(f"#!{sys.executable}\nimport sys, time\nprint('hello', sys.argv[1:])\ntime.sleep(30)\n")
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    start = __import__("time").monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        warm.run([str(python), "checks.py"], environ=env, cwd=str(tmp_path), timeout=1)
+    assert __import__("time").monotonic() - start < 10 and str(python) in warm.POOL.broken
+    assert warm.POOL.fresh == 1 and warm.POOL.warm == 0
+
+
 def test_warm_starts_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)

@@ -182,7 +182,9 @@ class ServerError(RuntimeError):
 class Server:
     """``forkserver.py`` run by ``python`` with ``environ`` and ``target`` on PYTHONPATH."""
 
-    def __init__(self, python: str, environ: dict[str, str], target: str) -> None:
+    def __init__(
+        self, python: str, environ: dict[str, str], target: str, ready_timeout: float = READY_TIMEOUT
+    ) -> None:
         self.python, self.target = python, target
         self.key = _key(python, environ)
         self._scratch = tempfile.TemporaryDirectory(prefix="patcher-warm-")
@@ -199,11 +201,13 @@ class Server:
             )
         self._buffer = b""
         try:
-            message = self._read(time.monotonic() + READY_TIMEOUT)
+            message = self._read(time.monotonic() + ready_timeout)
+            if not isinstance(message, dict) or not isinstance(message.get("ready"), dict):
+                raise ServerError(f"the warm check server began with {str(message)[:200]!r}")
         except BaseException:
-            self.close()
+            self.close(kill=True)
             raise
-        self.ready = message.get("ready") or {}
+        self.ready = message["ready"]
         self.warm_up_stderr = self._stderr.read_text(errors="replace")
 
     def _read(self, deadline: float | None) -> dict:
@@ -270,7 +274,9 @@ class Server:
                 [self.python, *argv], done["returncode"], _text(out), self.warm_up_stderr + _text(err)
             )
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
         if self.proc.stdin and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -312,10 +318,16 @@ class Pool:
         self.idle: list[Server] = []
         self.lock = threading.Lock()
         self.started = self.warm = self.fresh = 0
+        #: interpreters that could not start a server (not a python, a stand-in): run fresh
+        self.broken: set[str] = set()
 
-    def take(self, python: str, environ: dict[str, str], target: str) -> Server:
+    def take(self, python: str, environ: dict[str, str], target: str, timeout: float | None = None) -> Server:
+        """An idle server whose children are ``target``'s fresh processes, or a new one
+        (started within ``timeout``).  Raises ``ServerError`` when ``python`` cannot run one."""
         key = _key(python, environ)
         with self.lock:
+            if python in self.broken:
+                raise ServerError(f"{python} could not start a warm check server before")
             for server in reversed(self.idle):
                 if (
                     server.key == key
@@ -325,7 +337,12 @@ class Pool:
                     self.idle.remove(server)
                     return server
             self.started += 1
-        return Server(python, environ, target)
+        try:
+            return Server(python, environ, target, min(READY_TIMEOUT, timeout or READY_TIMEOUT))
+        except (ServerError, TimeoutError, OSError):
+            with self.lock:
+                self.broken.add(python)
+            raise
 
     def give(self, server: Server) -> None:
         with self.lock:
@@ -359,7 +376,7 @@ def run(
     if not enabled() or not target or os.pathsep in target:
         return _fresh(cmd, environ, cwd, timeout)
     try:
-        server = POOL.take(cmd[0], environ, target)
+        server = POOL.take(cmd[0], environ, target, timeout)
     except (ServerError, TimeoutError, OSError):
         return _fresh(cmd, environ, cwd, timeout)
     try:
