@@ -219,6 +219,8 @@ def main() -> int:
         index = {m.id: i for i, m in enumerate(found)}
         chosen[version] = [index[m.id] for m in picked]
     total = sum(len(idx) for idx in chosen.values())
+    # the report's order: every chosen mutant, journalled or not (chosen keeps only those to run)
+    order = {(v, i): n for n, (v, i) in enumerate((v, i) for v in versions for i in chosen[v])}
     outcomes: list[mutants.Outcome] = []
     counts: Counter = Counter()
     journal = None
@@ -276,7 +278,6 @@ def main() -> int:
         journal.close()
     elapsed = time.perf_counter() - start
 
-    order = {(v, i): n for n, (v, i) in enumerate((v, i) for v in versions for i in chosen[v])}
     position = {m.id: (m.version, i) for v in versions for i, m in enumerate(generated[v])}
     outcomes.sort(key=lambda o: order[position[o.mutant.id]])
     for line in report(outcomes, series, args.show):
