@@ -275,7 +275,8 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Index:
 
 
 @pytest.mark.network
-def test_a_supported_release_is_pinned_locked_and_checks_clean(index, checks, capsys):
+def test_a_supported_release_is_pinned_locked_and_checks_clean(index, checks, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # update sets it (conftest's default aside)
     index.publish("5.25.0")
     index.publish("5.25.1", yanked=True)
     index.publish("5.26.0rc1")
