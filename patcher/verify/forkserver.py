@@ -56,16 +56,15 @@ class _Misses(importlib.abc.MetaPathFinder):
         return None
 
 
-def _record_metadata(asked: set[str]) -> None:
+def _record_metadata(asked: set[str], misses: _Misses) -> None:
     """Wrap the ``importlib.metadata`` functions that look distributions up, to note what
-    the warm-up asked."""
+    the warm-up asked (while ``misses`` records too)."""
     md = importlib.metadata
-
     depth = [0]
 
     def wrap(function, key):
         def wrapper(*args, **kwargs):
-            if recording[0] and not depth[0]:  # the outermost call: entry_points scans inside
+            if misses.recording and not depth[0]:  # the outermost call: entry_points scans inside
                 asked.add(key(*args, **kwargs))
             depth[0] += 1
             try:
@@ -83,21 +82,18 @@ def _record_metadata(asked: set[str]) -> None:
     md.packages_distributions = wrap(md.packages_distributions, lambda *a, **k: "*")
 
 
-recording = [True]
-
-
 def warm_up() -> dict:
     misses = _Misses()
     asked: set[str] = set()
     sys.meta_path.append(misses)
-    _record_metadata(asked)
+    _record_metadata(asked, misses)
     failed = {}
     for name in WARM_UP:
         try:
             importlib.import_module(name)
         except Exception as error:  # a fresh process fails the same way, later: not ours to judge
             failed[name] = f"{type(error).__name__}: {error}"
-    misses.recording = recording[0] = False
+    misses.recording = False
     loaded = {}
     for top in sorted({name.partition(".")[0] for name in sys.modules} - _STARTUP):
         module = sys.modules.get(top) or next(m for n, m in sys.modules.items() if n.startswith(top + "."))
@@ -144,10 +140,12 @@ def _child(request: dict) -> None:
         try:
             runpy.run_path(script, run_name="__main__")
             code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            if not isinstance(stop.code, (int, type(None))):
+        except SystemExit as stop:  # as the interpreter ends on it
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
                 print(stop.code, file=sys.stderr)
+                code = 1
         except BaseException:
             import traceback
 

@@ -133,11 +133,9 @@ def incompatibility(ready: dict, server_target: str, target: str) -> str | None:
     the fresh process of ``target`` (None: it would be)."""
     if os.path.realpath(server_target) == os.path.realpath(target):
         return None
-    tops = _tops(target)
+    tops, root = _tops(target), os.path.realpath(server_target) + os.sep
     for top, origin in sorted(ready.get("loaded", {}).items()):
-        inside = bool(origin) and os.path.realpath(origin).startswith(
-            os.path.realpath(server_target) + os.sep
-        )
+        inside = bool(origin) and os.path.realpath(origin).startswith(root)
         if not inside:
             if top in tops:
                 return (
