@@ -36,6 +36,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 #: Idle servers kept for reuse; more are closed, the least recently used first.
 KEEP = 4
@@ -73,10 +75,6 @@ def _tops(directory: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
 @lru_cache(maxsize=512)
 def _dists(directory: str) -> dict[str, tuple[str, frozenset[str], str]]:
     """Per distribution in ``directory`` (normalised name): its ``.dist-info`` name, its
@@ -103,7 +101,7 @@ def _dists(directory: str) -> dict[str, tuple[str, frozenset[str], str]]:
         except OSError:
             points = ""
         name = entry.name[: -len(".dist-info")].rpartition("-")[0] or entry.name
-        found[_normal(name)] = (entry.name, files, points)
+        found[canonicalize_name(name)] = (entry.name, files, points)
     return found
 
 
@@ -157,7 +155,7 @@ def incompatibility(ready: dict, server_target: str, target: str) -> str | None:
             if {k: v[1] for k, v in mine_dists.items()} != {k: v[1] for k, v in their_dists.items()}:
                 return "the warm-up listed every distribution, and the two target dirs differ"
         elif kind == "dist":
-            mine, theirs = mine_dists.get(_normal(what)), their_dists.get(_normal(what))
+            mine, theirs = mine_dists.get(canonicalize_name(what)), their_dists.get(canonicalize_name(what))
             if (mine and mine[1]) != (theirs and theirs[1]):
                 return f"the warm-up asked for distribution {what}, which differs in {target}"
         elif kind == "group":
