@@ -153,3 +153,18 @@ def test_the_in_environment_checks_import_no_patcher():
     installed: it must not import patcher or patches (it loads ``deploy/checkpoint.py`` by path)."""
     assert graph()["patcher.verify.checks"] == set()
     assert graph()["patcher.deploy.checkpoint"] == set()
+
+
+#: What the command line must not import before a command needs it: the engine (libcst costs
+#: 0.3 s before a series runs; ``apply`` on a cached output never runs one) and the network
+#: client (``http.client``, ``email`` and ``importlib.metadata``: ~40 ms, for downloads only).
+LAZY = ("libcst", "http.client", "email.message", "importlib.metadata", "urllib.request")
+
+
+def test_the_command_line_imports_neither_the_engine_nor_the_network_up_front():
+    import subprocess
+    import sys
+
+    code = f"import sys, patcher.cli; print([m for m in {LAZY!r} if m in sys.modules])"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -19,7 +19,6 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from patcher.errors import UpstreamError, UsageError
-from patcher.upstream import pypi
 from patcher.upstream.cache import BlobCache
 from patcher.upstream.families import Family, family
 from patcher.upstream.versions import check_release
@@ -163,6 +162,8 @@ def write_pin(pin: Pin, directory: Path | None = None, model: Family | str | Non
 
 def _refuse_yanked(version: str) -> None:
     """UsageError if PyPI lists ``version`` as yanked or not at all; warn if PyPI is unreachable."""
+    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+
     try:
         info = pypi.release_info(version)
     except pypi.JsonApiUnavailable as exc:
@@ -186,6 +187,8 @@ def pin_release(
     Refuses malformed versions, releases before Gemma (4.38.0), pre-releases and yanked
     releases.  Re-pinning an already pinned release rewrites an identical file.
     """
+    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+
     fam = family(model)
     version = check_release(version, fam)
     _refuse_yanked(version)
@@ -207,6 +210,8 @@ def pin_release(
 
 def latest_release() -> str:
     """The newest transformers release that is neither yanked nor a pre-release."""
+    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+
     releases = pypi.final_releases()
     if not releases:
         raise UpstreamError("the package index lists no final transformers release; check its configuration")
