@@ -5,6 +5,8 @@ tested) bottom-up.  Imports under ``if TYPE_CHECKING:`` are left out: they do no
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,9 +164,6 @@ LAZY = ("libcst", "http.client", "email.message", "importlib.metadata", "urllib.
 
 
 def test_the_command_line_imports_neither_the_engine_nor_the_network_up_front():
-    import subprocess
-    import sys
-
     code = f"import sys, patcher.cli; print([m for m in {LAZY!r} if m in sys.modules])"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]", found.stdout

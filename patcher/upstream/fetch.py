@@ -101,7 +101,7 @@ def _lookup_pin(version: str, pins: Mapping[str, Pin] | None, fam: Family) -> Pi
 
 def _download_checked(pin: Pin, cache: BlobCache, fam: Family) -> dict[str, bytes]:
     """Download the pinned wheel, check it and both files against the pin, cache the files."""
-    from patcher.upstream import pypi  # the network client (http, email) only when it is needed
+    from patcher.upstream import pypi  # not at the top: http.client and email, for downloads only
 
     with tempfile.TemporaryDirectory(prefix="patcher-fetch-") as tmp:
         try:

@@ -24,6 +24,9 @@ from patcher.upstream.families import Family, family
 from patcher.upstream.versions import check_release
 from patcher.upstream.wheel import read_gemma_files, sha256_file
 
+# `pypi` (http.client, email: ~35 ms) is imported inside the functions that use the network,
+# so that reading pins, which every command does, does not load it.
+
 PINS_DIR = Path(__file__).resolve().parents[2] / "upstream_pins"
 RESERVED = {"lock.json"}  # the lock of expected output digests lives beside the pins
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -162,7 +165,7 @@ def write_pin(pin: Pin, directory: Path | None = None, model: Family | str | Non
 
 def _refuse_yanked(version: str) -> None:
     """UsageError if PyPI lists ``version`` as yanked or not at all; warn if PyPI is unreachable."""
-    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+    from patcher.upstream import pypi
 
     try:
         info = pypi.release_info(version)
@@ -187,7 +190,7 @@ def pin_release(
     Refuses malformed versions, releases before Gemma (4.38.0), pre-releases and yanked
     releases.  Re-pinning an already pinned release rewrites an identical file.
     """
-    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+    from patcher.upstream import pypi
 
     fam = family(model)
     version = check_release(version, fam)
@@ -210,7 +213,7 @@ def pin_release(
 
 def latest_release() -> str:
     """The newest transformers release that is neither yanked nor a pre-release."""
-    from patcher.upstream import pypi  # only where the network is used (http, email: ~35 ms)
+    from patcher.upstream import pypi
 
     releases = pypi.final_releases()
     if not releases:
