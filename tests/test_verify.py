@@ -261,6 +261,20 @@ def test_env_environ_puts_the_release_first_and_works_offline(tmp_path, monkeypa
     assert "PYTHONHOME" not in env
 
 
+def test_check_processes_cache_the_release_bytecode_even_where_the_shell_forbids_it(tmp_path, monkeypatch):
+    """Containers often set PYTHONDONTWRITEBYTECODE; the target dir is patcher's own cache,
+    installed without bytecode, so a check process must be free to cache what it imports
+    there (or every check compiles transformers anew)."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "released.py").write_text("VALUE = 1\n")
+    env = Env("4.40.2", python=Path(sys.executable), target=site).environ()
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    subprocess.run([sys.executable, "-c", "import released"], env=env, check=True)
+    assert list((site / "__pycache__").glob("released.*.pyc"))
+
+
 @pytest.mark.parametrize("bad", ["4.40", "latest", "4.40.2+local", "../4.40.2", "4.40.2 ", "v4.40.2"])
 def test_ensure_env_refuses_anything_but_an_exact_version(bad, tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHER_CACHE_DIR", str(tmp_path))

@@ -97,8 +97,13 @@ class Env:
 
         ``PYTHONPATH`` puts the release's target dir first; offline flags make sure a check
         never reaches for the hub (the tiny models are built from configs, never fetched).
+        ``PYTHONDONTWRITEBYTECODE`` is dropped: the target dir is patcher's own cache and uv
+        installs it without bytecode, so with the variable set (as in many containers) every
+        check process compiles transformers' modules anew (1.6 s of 2.2 s importing Gemma);
+        without it the first check caches them next to their sources, as Python does by default.
         """
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        unset = ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")
+        env = {k: v for k, v in os.environ.items() if k not in unset}
         env["PYTHONPATH"] = str(self.target)
         env["PYTHONNOUSERSITE"] = "1"
         if offline:

@@ -39,8 +39,10 @@ import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 
-#: What every check process imports from the base venv (the modules checks.py uses).
-WARM_UP = ("torch", "torch.nn", "torch.onnx", "numpy", "onnx", "onnxruntime", "onnxsim")
+#: What every check process imports from the base venv: the modules checks.py uses, and
+#: ``torch._dynamo``, which transformers' ``generate()`` imports (``is_torchdynamo_compiling``)
+#: and which costs a check process more than a second (sympy, torch.distributed).
+WARM_UP = ("torch", "torch.nn", "torch.onnx", "torch._dynamo", "numpy", "onnx", "onnxruntime", "onnxsim")
 
 
 class _Misses(importlib.abc.MetaPathFinder):
