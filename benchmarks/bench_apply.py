@@ -10,7 +10,10 @@
 * the floor of apply ÷ baseline: ``import libcst`` in a fresh process plus the series run in
   process (parse, codemods, render, no first-run costs), over the same baseline — what an
   ``apply`` with no overhead at all would score, and what it would score with the codemods at
-  the series target (3 parses);
+  the series target (3 parses); then the same floor with ``import libcst.codemod`` in place of
+  ``import libcst``: SPEC §4 makes each codemod a ``VisitorBasedCodemodCommand``, and
+  ``libcst.codemod`` imports ``libcst.matchers`` (``MatcherDecoratableTransformer``), so no
+  ``apply`` that runs the codemods can import less;
 * peak memory of ``patcher apply`` (target < 200 MB).
 
 Times are the minimum of ``--repeat`` runs (the least disturbed by other load), and the machine's
@@ -89,6 +92,7 @@ def main() -> int:
     print(f"  whole series / parse       {run / parse:8.2f}   (parse and render included)")
 
     import_libcst, _ = child_seconds_and_rss([sys.executable, "-c", "import libcst"], args.repeat)
+    import_codemod, _ = child_seconds_and_rss([sys.executable, "-c", "import libcst.codemod"], args.repeat)
     baseline = import_libcst + parse
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
@@ -118,6 +122,9 @@ def main() -> int:
     at_target = (import_libcst + parse + SERIES_TARGET * parse + render) / baseline
     print(f"  floor: (import + series in process) / (import + parse) {floor:5.2f}")
     print(f"  the same with codemods at their target, {SERIES_TARGET} parses   {at_target:5.2f}")
+    print(f"  python -c 'import libcst.codemod' {import_codemod * 1000:6.1f} ms (the codemods' base class)")
+    spec_floor = (import_codemod + run) / baseline
+    print(f"  floor with it: (import libcst.codemod + series) / (import + parse) {spec_floor:5.2f}")
     print(f"  apply peak RSS             {max(rss_reused, rss_fresh):8.1f} MB  (target < 200)")
     print(f"end: {load()}")
     return 0

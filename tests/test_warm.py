@@ -190,6 +190,24 @@ def test_warm_starts_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
     assert done.returncode == 5 and warm.POOL.started == before
 
 
+def test_runs_differing_only_in_the_running_test_share_a_server(tmp_path: Path, monkeypatch) -> None:
+    """pytest names the running test in PYTEST_CURRENT_TEST: a server serves runs whatever
+    that name (each child still sees its own), while any other variable needs a server of its
+    own, since the warm-up may have read it."""
+    monkeypatch.setattr(warm, "POOL", warm.Pool())
+    script = tmp_path / "script.py"
+    script.write_text("import os\nprint(os.environ.get('PYTEST_CURRENT_TEST'), os.environ.get('MARK'))\n")
+    base = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    seen = []
+    for test, mark in (("t.py::a (call)", "1"), ("t.py::b (call)", "1"), ("t.py::b (call)", "2")):
+        env = {**base, "PYTHONPATH": str(tmp_path), "PYTEST_CURRENT_TEST": test, "MARK": mark}
+        done = warm.run([sys.executable, str(script)], environ=env, cwd=str(tmp_path), timeout=60)
+        seen.append(done.stdout.split())
+    assert seen == [["t.py::a", "(call)", "1"], ["t.py::b", "(call)", "1"], ["t.py::b", "(call)", "2"]]
+    assert (warm.POOL.started, warm.POOL.warm, warm.POOL.fresh) == (2, 3, 0)
+    warm.POOL.close()
+
+
 # -- real releases: warm and fresh reports are the same --------------------------------------
 
 

@@ -299,8 +299,16 @@ def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+#: Variables a server's warm-up cannot have read, so a server serves runs whatever their
+#: values: ``PYTHONPATH`` (the release's, put in place by the child) and ``PYTEST_CURRENT_TEST``,
+#: which pytest sets to the running test's name, a new value for every test (in torch, numpy,
+#: onnx, onnxruntime and onnxsim only ``torch.testing._internal`` reads it, which the warm-up
+#: does not import).  The child still runs with every variable as given.
+_KEYLESS = frozenset({"PYTHONPATH", "PYTEST_CURRENT_TEST"})
+
+
 def _key(python: str, environ: dict[str, str]) -> tuple:
-    return (python, tuple(sorted((k, v) for k, v in environ.items() if k != "PYTHONPATH")))
+    return (python, tuple(sorted((k, v) for k, v in environ.items() if k not in _KEYLESS)))
 
 
 # -- the pool --------------------------------------------------------------------------------
