@@ -16,6 +16,11 @@
   ``apply`` that runs the codemods can import less;
 * peak memory of ``patcher apply`` (target < 200 MB).
 
+The commands run without ``PYTHONDONTWRITEBYTECODE`` (many containers set it): a user's
+patcher has its bytecode cached (pip compiles at install time, an editable install on first
+import), and with the variable set every ``patcher`` process would compile patcher's own
+modules anew.
+
 Times are the minimum of ``--repeat`` runs (the least disturbed by other load), and the machine's
 load is printed at the start and the end: on a shared machine only the ratios mean something.
 The upstream file must be in the cache (run ``patcher apply`` once first).
@@ -75,6 +80,8 @@ def main() -> int:
     args = parser.parse_args()
 
     print(f"start: {load()} on {os.cpu_count()} cores", flush=True)
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        print("PYTHONDONTWRITEBYTECODE unset for the commands timed (bytecode cached, as installed)")
     up = fetch.fetch(args.release, pins.load_pins())
     series = engine.load_series()
     source = up.modeling
