@@ -301,9 +301,9 @@ def _text(path: Path) -> str:
 
 #: Variables a server's warm-up cannot have read, so a server serves runs whatever their
 #: values: ``PYTHONPATH`` (the release's, put in place by the child) and ``PYTEST_CURRENT_TEST``,
-#: which pytest sets to the running test's name, a new value for every test (in torch, numpy,
-#: onnx, onnxruntime and onnxsim only ``torch.testing._internal`` reads it, which the warm-up
-#: does not import).  The child still runs with every variable as given.
+#: which pytest sets to the running test's name, a new value for every test (only
+#: ``torch.testing._internal`` and ``transformers.testing_utils`` read it, neither imported by
+#: the warm-up).  The child still runs with every variable as given.
 _KEYLESS = frozenset({"PYTHONPATH", "PYTEST_CURRENT_TEST"})
 
 
