@@ -223,6 +223,22 @@ def test_verify_output_turns_a_crash_into_failed_checks(tmp_path, output_dir):
     assert "Traceback" in report.stderr_tail
 
 
+def test_a_check_process_ended_by_ctrl_c_interrupts_the_run(tmp_path, output_dir):
+    """Ctrl-C that ended the check process is an interrupt, not a crashed release: verify
+    --all's worker threads, which Python never gives the KeyboardInterrupt, must not report the
+    releases whose checks it stopped as failed."""
+    body = """
+    import os, signal
+    open(args[3], "w").write("{}")
+    os.kill(os.getpid(), signal.SIGINT)
+    """
+    with pytest.raises(KeyboardInterrupt):
+        run_fake(tmp_path, output_dir, body)
+    # any other signal is a crash, reported as such
+    body = body.replace("SIGINT", "SIGTERM")
+    assert run_fake(tmp_path, output_dir, body).crashed
+
+
 def test_verify_output_reports_a_timeout(tmp_path, output_dir):
     report = run_fake(tmp_path, output_dir, "import time; time.sleep(30)\n", timeout=0.5)
     assert report.crashed

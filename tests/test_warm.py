@@ -162,7 +162,37 @@ def test_ctrl_c_stops_the_children_not_the_server(server) -> None:
     script = tmp / "script.py"
     script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
     done = srv.run([str(script)], cwd=str(tmp), environ=environ, target=str(tmp), timeout=60)
-    assert srv.alive() and "KeyboardInterrupt" in done.stderr and done.returncode != 0
+    fresh = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=environ)
+    assert srv.alive() and "KeyboardInterrupt" in done.stderr and "KeyboardInterrupt" in fresh.stderr
+    assert done.returncode == fresh.returncode == -signal.SIGINT  # ended by the signal, as CPython does
+
+
+@pytest.mark.parametrize("parent", ["default", "ignore"])
+def test_a_child_takes_ctrl_c_as_a_fresh_one_would(server, parent) -> None:
+    """A fresh process inherits an ignored SIGINT (a background job's, say) and then ignores
+    Ctrl-C; otherwise Python gives it KeyboardInterrupt.  The warm child must do the same
+    whatever the server itself does with SIGINT, or a Ctrl-C that never stops a fresh check
+    would fail a warm one."""
+    import signal
+
+    srv, environ, tmp = server
+    script = tmp / "script.py"
+    script.write_text(
+        "import os, signal\nprint(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\nprint('went on')\n"
+    )
+    handler = signal.SIG_IGN if parent == "ignore" else signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        done = srv.run([str(script)], cwd=str(tmp), environ=environ, target=str(tmp), timeout=60)
+        fresh = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=environ)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (done.returncode, done.stdout) == (fresh.returncode, fresh.stdout)
+    if parent == "ignore":
+        assert done.stdout == "True\nwent on\n" and done.returncode == 0
+    else:
+        assert done.stdout == "False\n" and done.returncode == -signal.SIGINT
 
 
 def test_an_interpreter_that_cannot_serve_runs_fresh_and_is_not_asked_again(tmp_path, monkeypatch) -> None:

@@ -18,10 +18,12 @@ could have changed the imports done here (otherwise the check runs in a fresh pr
   point groups; ``*`` for a scan of every distribution).
 
 Protocol: JSON lines.  The server prints ``{"ready": ...}`` once; then for each request
-``{"argv": [...], "path": DIR, "cwd": DIR, "env": {...}, "stdout": FILE, "stderr": FILE}``
-read from stdin it prints ``{"pid": N}`` at the fork and ``{"pid": N, "returncode": R}``
-when the child ends (R negative: killed by signal -R).  End of input ends the server.
-Only the standard library is imported here before the warm-up.
+``{"argv": [...], "path": DIR, "cwd": DIR, "env": {...}, "stdout": FILE, "stderr": FILE,
+"sigint": "default" | "ignore"}`` read from stdin (``sigint``: what a fresh process would
+start with, Python's KeyboardInterrupt or Ctrl-C ignored as its parent ignores it) it prints
+``{"pid": N}`` at the fork and ``{"pid": N, "returncode": R}`` when the child ends (R
+negative: killed by signal -R).  End of input ends the server.  Only the standard library is
+imported here before the warm-up.
 """
 
 from __future__ import annotations
@@ -112,7 +114,11 @@ def warm_up() -> dict:
 def _child(request: dict) -> None:
     """In the forked child: become ``python SCRIPT ARGS`` with ``PYTHONPATH=DIR``; never returns."""
     code = 1
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C as a fresh process would take it: ignored if its parent (patcher) ignores it, a
+    # background job's lot; else Python's KeyboardInterrupt
+    ignore = request.get("sigint") == "ignore"
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore else signal.default_int_handler)
+    interrupted = False
     try:
         for fd, name in ((1, "stdout"), (2, "stderr")):
             handle = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -148,11 +154,12 @@ def _child(request: dict) -> None:
             else:
                 print(stop.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException as error:
             import traceback
 
             traceback.print_exc()
             code = 1
+            interrupted = isinstance(error, KeyboardInterrupt)
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
@@ -160,6 +167,9 @@ def _child(request: dict) -> None:
                 stream.flush()
             except Exception:
                 pass
+        if interrupted:  # as CPython ends on an uncaught KeyboardInterrupt: killed by SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         os._exit(code)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import signal
 import subprocess
 import tempfile
 import time
@@ -321,6 +322,11 @@ def verify_output(
             reason = f"the check script timed out after {timeout:.0f}s"
             report = crashed_report(version, stderr, time.monotonic() - started, reason, overlay)
             return _on(report, toolchain)
+        if proc.returncode == -signal.SIGINT:
+            # Ctrl-C reached the check process: the run was interrupted, the checks did not
+            # fail.  (Raised in verify --all's worker threads too, whose checks the same
+            # Ctrl-C stopped, so that none of them is reported as a failed release.)
+            raise KeyboardInterrupt
         seconds = time.monotonic() - started
         text = result_file.read_text() if result_file.is_file() else _last_line(proc.stdout)
     try:

@@ -246,6 +246,7 @@ class Server:
                 "env": environ,
                 "stdout": str(out),
                 "stderr": str(err),
+                "sigint": "ignore" if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else "default",
             }
             try:
                 self.proc.stdin.write((json.dumps(request) + "\n").encode())
