@@ -12,12 +12,21 @@ re-indents docstrings), so the yardstick ignores docstring whitespace too.
 from __future__ import annotations
 
 import ast
+import functools
+import os
 import random
 import subprocess
-import sys
 from dataclasses import dataclass
 
 import libcst as cst
+
+
+@functools.cache
+def _ruff() -> str:
+    """The ruff executable (run directly: ``python -m ruff`` would start a Python first)."""
+    from ruff.__main__ import find_ruff_bin
+
+    return os.fsdecode(find_ruff_bin())
 
 
 def ruff_format(
@@ -27,7 +36,7 @@ def ruff_format(
     config = [f"line-length={line_length}", f"format.quote-style='{quotes}'"]
     if not magic_trailing_comma:
         config.append("format.skip-magic-trailing-comma=true")
-    args = [sys.executable, "-m", "ruff", "format", "--isolated", "-"]
+    args = [_ruff(), "format", "--isolated", "-"]
     for item in config:
         args += ["--config", item]
     proc = subprocess.run(args, input=source, capture_output=True, text=True, check=False)

@@ -7,8 +7,10 @@ mutilated upstream files, since every real pinned release is supported.)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
+from patcher.series.contract import Output
 from patcher.upstream import fetch as upstream
 from patcher.upstream import pins
 
@@ -34,3 +36,24 @@ VERIFIED = DISTINCT_SUPPORTED
 def fetch(version: str) -> upstream.Upstream:
     """Upstream files of a pinned release (from the user cache, downloading once)."""
     return upstream.fetch(version, pins.load_pins())
+
+
+def generated(version: str) -> Output:
+    """The series' output for a pinned release, generated once per test process.
+
+    Many tests look at the same outputs (the per-release contract tests, the formatting and
+    verification tiers, the batch and matrix comparisons); generating each once per worker
+    instead of once per test saves minutes of the suite.  The tests whose subject is
+    ``generate`` itself (determinism, reuse, drift) call it afresh.  Each caller gets its own
+    copy of the file and report lists, so a test that edits them cannot change another's.
+    """
+    output = _generated(version)
+    return dataclasses.replace(output, files=dict(output.files), reports=list(output.reports))
+
+
+@functools.cache
+def _generated(version: str) -> Output:
+    from patcher.series import engine
+    from patcher.series.generate import generate
+
+    return generate(fetch(version), engine.load_series())

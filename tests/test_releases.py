@@ -7,7 +7,7 @@ import ast
 import re
 
 import pytest
-from releases import DISTINCT_SUPPORTED, SUPPORTED, fetch
+from releases import DISTINCT_SUPPORTED, SUPPORTED, fetch, generated
 
 from patcher.series import claims, engine
 from patcher.series.contract import COMPANION_DIR, MODELING
@@ -22,7 +22,7 @@ MODELING_SERIES = [c for c in SERIES if c.FILE == MODELING]
 
 @pytest.fixture(scope="module", params=SUPPORTED)
 def output(request):
-    return generate(fetch(request.param), SERIES)
+    return generated(request.param)
 
 
 def test_every_codemod_reports_a_known_shape(output):
@@ -116,6 +116,9 @@ def test_companion_is_shipped_as_is(output):
 
 @pytest.mark.parametrize("version", DISTINCT_SUPPORTED)
 def test_outputs_are_deterministic(version):
-    first = generate(fetch(version), SERIES).files
+    """Generated twice in one process (the shared output and a fresh run) gives the same
+    files: nothing of one run (the renders kept by ``_shapes.code``, say) leaks into the next.
+    Across processes and hash seeds: test_determinism.py."""
+    first = generated(version).files
     second = generate(fetch(version), engine.load_series()).files
     assert first == second

@@ -6,20 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from releases import VERIFIED, fetch
+from releases import VERIFIED, generated
 
 from patcher.deploy.write import write_output
-from patcher.series import engine
-from patcher.series.generate import generate
 from patcher.verify import release
 
 pytestmark = [pytest.mark.verify, pytest.mark.network]
 
-SERIES = engine.load_series()
-
 
 def _verify(version: str, tmp_path: Path, edit=None) -> release.VerifyReport:
-    files = dict(generate(fetch(version), SERIES).files)
+    files = generated(version).files
     if edit:
         files["modeling_gemma_vacc.py"] = edit(files["modeling_gemma_vacc.py"])
     out = tmp_path / "out"
