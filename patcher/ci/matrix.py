@@ -45,12 +45,13 @@ def survey_file(
     import libcst as cst
 
     from patcher.series import engine
+    from patcher.series.stack import roomy
     from patches import _shapes
     from patches._base import Change
 
     original = cst.parse_module(source)
     try:
-        done = engine.fold(original, codemods, file=file, traits=traits)
+        done = roomy(engine.fold, original, codemods, file=file, traits=traits)
     finally:
         _shapes.forget_code()  # the renders of this file's trees (see _shapes.code)
     cells: dict[str, Cell] = {

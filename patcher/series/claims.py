@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import libcst as cst
 
+from patcher.series.stack import roomy
 from patches import _shapes as s
 from patches._base import VaccCodemod
 
@@ -47,7 +48,10 @@ def _is_pass(stmt: cst.CSTNode) -> bool:
 
 def unclaimed_changes(upstream: str, output: str, series: Iterable[type[VaccCodemod]]) -> list[str]:
     """Unclaimed upstream units that are missing or differ in ``output`` (empty: all kept)."""
-    claims = claimed_names(series)
+    return roomy(_unclaimed, upstream, output, claimed_names(series))  # see patcher.series.stack
+
+
+def _unclaimed(upstream: str, output: str, claims: set[str]) -> list[str]:
     before, after = cst.parse_module(upstream), cst.parse_module(output)
     problems: list[str] = []
     _compare_body(before, after, list(before.body), list(after.body), "", claims, problems)

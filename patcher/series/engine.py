@@ -20,6 +20,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 import patches
 from patcher.errors import DriftError, PatcherError, UsageError
 from patcher.series.contract import MODELING, PATCHES_DIR, Report, series_digest
+from patcher.series.stack import roomy
 from patcher.upstream.families import CANONICAL, Family, family
 from patches import NOTICE_MARK, _shapes
 from patches._base import Change, Drift, VaccCodemod
@@ -125,7 +126,8 @@ def run(
         return run_as_canonical(run, fam, source, codemods, file=file, notice=notice, keep_steps=keep_steps)
     source, newline = split_newlines(source)
     try:
-        result = _run(source, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
+        # in one frame chunk: libcst's recursion is then as fast at any depth (patcher.series.stack)
+        result = roomy(_run, source, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
     except RecursionError:
         raise UsageError(f"{file} is nested too deeply for the codemods; give a real upstream file") from None
     finally:
