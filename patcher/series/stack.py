@@ -15,12 +15,14 @@ does not churn, which a library caller, a worker process or a test runner cannot
 stack (``co_stacksize``), so that CPython gives that frame a chunk of its own, 2 MiB, about half
 of which is left for the frames below it: every frame of the recursion then fits in one chunk,
 whatever the caller's depth.  The oversized stack is only reserved address space (the pages are
-never touched) and costs one mapping per call.  Elsewhere (another Python implementation, a
-version whose code objects refuse the change) ``roomy`` is a plain call.
+never touched) and costs one mapping per call.  Elsewhere (CPython before 3.11, whose frames
+are objects of their own, another implementation, a version whose code objects refuse the
+change) ``roomy`` is a plain call.
 """
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Callable
 from typing import TypeVar
@@ -38,6 +40,8 @@ def _call(fn, args, kwargs):
 
 
 def _roomy_caller() -> Callable:
+    if sys.implementation.name != "cpython" or sys.version_info < (3, 11):
+        return _call  # frames are objects of their own there: no chunks to churn
     try:
         code = _call.__code__.replace(co_stacksize=SLOTS)
         return types.FunctionType(code, _call.__globals__, "roomy_call")
