@@ -6,10 +6,11 @@ the return from the call that began a chunk unmaps it.  libcst's visitors and co
 recurse a hundred frames deep and more, down and up again for every node; when a chunk boundary
 falls inside that range, every crossing costs an ``mmap`` and an ``munmap``.  Where the
 boundaries fall depends on how deep the caller already is: the series on one upstream file ran
-in 0.33 s from 10 frames deep and in 0.74 s from 90 (31,000 page faults against 300; under
-pytest, 60 frames deep, a whole formatting test took 7 s instead of 4, with 885,000 ``mmap`` calls
-where a shallow run made 1,100).  ``patcher`` itself happens to start the series at a depth that
-does not churn, which a library caller, a worker process or a test runner cannot count on.
+in 0.33 s from 10 frames deep and in 0.74 s from 90 (31,000 page faults against 300); from 60
+frames deep, pytest's depth, a formatting test took 7 s instead of 4, and three of them made
+885,000 ``mmap`` calls where a shallow run made 1,100.  ``patcher`` itself happens to start
+the series at a depth that does not churn, which a library caller, a worker process or a test
+runner cannot count on.
 
 ``roomy(fn, *args, **kwargs)`` calls ``fn`` from a frame whose code asks for a large value
 stack (``co_stacksize``), so that CPython gives that frame a chunk of its own, 2 MiB, about half

@@ -161,6 +161,8 @@ def _child(request: dict) -> None:
             code = 1
             interrupted = isinstance(error, KeyboardInterrupt)
         atexit._run_exitfuncs()
+    except KeyboardInterrupt:  # before the script ran, or in its exit functions
+        interrupted = True
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
