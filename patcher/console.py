@@ -44,6 +44,9 @@ def exit_now(code: int) -> None:
     interpreter exit can then end ``python -m patcher`` by SIGINT itself (seen with CPython
     3.11) instead of with the exit code, and it waits for threads that are no longer needed.
     """
+    warm = sys.modules.get("patcher.verify.warm")  # loaded only if checks were run
+    if warm is not None:  # its check servers must not outlive patcher (no atexit after _exit)
+        warm.POOL.interrupt()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

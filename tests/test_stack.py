@@ -57,6 +57,7 @@ def test_roomy_is_the_call_it_wraps() -> None:
         return a, b, rest, named
 
     assert stack.roomy(f, 1, 2, 3, x=4) == (1, 2, (3,), {"x": 4})
+    assert stack.roomy(dict, fn=1) == {"fn": 1}  # any keyword reaches the callee
     with pytest.raises(KeyError):
         stack.roomy(f, 1, fail=True)
 

@@ -239,6 +239,24 @@ def test_a_check_process_ended_by_ctrl_c_interrupts_the_run(tmp_path, output_dir
     assert run_fake(tmp_path, output_dir, body).crashed
 
 
+def test_the_checks_scratch_goes_where_verify_output_removes_it(tmp_path, output_dir):
+    """A check process killed before it could clean up (a timeout, Ctrl-C past the grace
+    period) leaves nothing: its working directory lies inside verify_output's own."""
+    told = tmp_path / "scratch-was"
+    body = f"""
+    import pathlib, time
+    work = pathlib.Path(args[args.index("--scratch") + 1]) / "patcher-verify-x"
+    work.mkdir()
+    (work / "graph.onnx").write_bytes(b"0" * 1000)
+    pathlib.Path({str(told)!r}).write_text(str(work))
+    time.sleep(30)
+    """
+    report = run_fake(tmp_path, output_dir, body, timeout=2)
+    assert report.crashed and "timed out" in report.checks[0].detail
+    work = Path(told.read_text())
+    assert work.name == "patcher-verify-x" and not work.exists() and not work.parent.exists()
+
+
 def test_verify_output_reports_a_timeout(tmp_path, output_dir):
     report = run_fake(tmp_path, output_dir, "import time; time.sleep(30)\n", timeout=0.5)
     assert report.crashed

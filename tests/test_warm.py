@@ -273,3 +273,52 @@ def test_warm_and_fresh_check_runs_report_the_same(tmp_path: Path, monkeypatch) 
         assert all(status == "pass" for _, _, status, _ in reports[version, "1"][0])
     assert (warm.POOL.started, warm.POOL.warm, warm.POOL.fresh) == (1, 2, 2)  # one server, reused
     warm.POOL.close()
+
+
+def test_ctrl_c_in_another_thread_stops_a_waiting_check_without_a_fresh_rerun(tmp_path, monkeypatch) -> None:
+    """verify --all --jobs N: only the main thread gets KeyboardInterrupt; ``interrupt`` must
+    stop the check a worker thread waits on (and its server), and that thread must end with
+    KeyboardInterrupt, not start the check again in a fresh process."""
+    import threading
+    import time
+
+    monkeypatch.setattr(warm, "POOL", warm.Pool())
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    outcome: list[BaseException | subprocess.CompletedProcess] = []
+
+    def worker() -> None:
+        try:
+            outcome.append(
+                warm.run([sys.executable, str(script), "--sleep"], environ=env, cwd=str(tmp_path), timeout=60)
+            )
+        except BaseException as error:  # noqa: BLE001 (what the thread ends with is the point)
+            outcome.append(error)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any(s.child for s in list(warm._LIVE)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    servers = [s for s in list(warm._LIVE) if s.child]
+    assert servers, "the check never started"
+    started = time.monotonic()
+    warm.POOL.interrupt()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt), outcome
+    assert warm.POOL.fresh == 0 and not any(s.alive() for s in servers)
+    with pytest.raises(KeyboardInterrupt):  # and nothing starts afterwards
+        warm.run([sys.executable, str(script)], environ=env, cwd=str(tmp_path), timeout=60)
+
+
+def test_patcher_ended_by_ctrl_c_leaves_no_check_server(monkeypatch) -> None:
+    """After Ctrl-C patcher ends with os._exit (no atexit): its servers are stopped first."""
+    from patcher import console
+
+    calls = []
+    monkeypatch.setattr(warm.POOL, "interrupt", lambda: calls.append("interrupt"))
+    monkeypatch.setattr(console.os, "_exit", lambda code: calls.append(code))
+    console.exit_now(130)
+    assert calls == ["interrupt", 130]

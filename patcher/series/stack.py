@@ -53,6 +53,6 @@ def _roomy_caller() -> Callable:
 _CALLER = _roomy_caller()
 
 
-def roomy(fn: Callable[..., T], *args, **kwargs) -> T:
+def roomy(fn: Callable[..., T], /, *args, **kwargs) -> T:
     """``fn(*args, **kwargs)``, its recursion in one frame chunk (see the module docstring)."""
     return _CALLER(fn, args, kwargs)

@@ -1012,15 +1012,17 @@ def run(
     output_dir: Path,
     overlay: tuple[Path, Path | None] | None = None,
     opsets: tuple[int, ...] = DEFAULT_OPSETS,
+    scratch: Path | None = None,
 ) -> dict:
     """All checks for both configs; a setup failure fails every check it prevents.
 
     ``overlay`` is ``(modeling, configuration or None)``: local upstream files that take
     the place of transformers' own Gemma (see :func:`install_overlay`).  ``opsets``: the
-    ONNX opsets every graph is exported at.
+    ONNX opsets every graph is exported at.  ``scratch``: where the checks' working
+    directory goes (default: the system's temporary directory).
     """
     results: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="patcher-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="patcher-verify-", dir=scratch) as tmp:
         workdir = Path(tmp)
         # remote code loaded by from_pretrained is copied here, not into the user's HF cache
         os.environ["HF_MODULES_CACHE"] = str(workdir / "hf-modules")
@@ -1094,6 +1096,12 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, DEFAULT_OPSETS)),
         help="comma-separated ONNX opsets to export every graph at (default %(default)s)",
     )
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        help="make the working directory (graphs, checkpoints) in this directory, which the caller "
+        "removes even if this process is killed",
+    )
     args = parser.parse_args(argv)
     try:
         opsets = tuple(int(o) for o in args.opsets.split(","))
@@ -1104,7 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     set_family(args.model)
     overlay = None if args.upstream is None else (args.upstream, args.config_upstream)
-    document = run(args.output_dir, overlay, opsets)
+    document = run(args.output_dir, overlay, opsets, args.scratch)
     text = json.dumps(document, ensure_ascii=False)
     if args.result:
         args.result.write_text(text + "\n")

@@ -150,7 +150,7 @@ def verify_all(
     """Regenerate and verify each release of ``versions`` (default: every pinned release) of
     the family ``model`` on ``toolchain``."""
     from patcher.series import batch
-    from patcher.verify import release
+    from patcher.verify import release, warm
     from patcher.verify.envs import EnvError, ToolchainRefused
 
     say = progress or (lambda message: None)
@@ -201,9 +201,15 @@ def verify_all(
         if jobs <= 1:
             return [one(i, v, Path(tmp)) for i, v in items]
         pool = ThreadPoolExecutor(max_workers=jobs)
+        futures = []
         try:
-            futures = [pool.submit(one, i, v, Path(tmp)) for i, v in items]
+            futures += [pool.submit(one, i, v, Path(tmp)) for i, v in items]
             return [future.result() for future in futures]
+        except KeyboardInterrupt:  # only this thread gets it: stop the checks the others wait on
+            for future in futures:
+                future.cancel()  # those not started: no worker takes them up meanwhile
+            warm.POOL.interrupt()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -308,6 +308,9 @@ def verify_output(
         result_file = Path(tmp) / "result.json"
         cmd = [str(env.python), str(CHECKS_SCRIPT), str(output_dir.resolve()), "--result", str(result_file)]
         cmd += ["--opsets", ",".join(map(str, toolchain.opsets))]
+        # the checks' working directory inside ours: removed with it, even when Ctrl-C or a
+        # timeout had the check process killed before it could remove its own
+        cmd += ["--scratch", tmp]
         if model != "gemma":
             cmd += ["--model", model]
         if overlay is not None:

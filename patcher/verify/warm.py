@@ -42,6 +42,9 @@ FORKSERVER = Path(__file__).with_name("forkserver.py")
 #: Idle servers kept for reuse; more are closed, the least recently used first.
 KEEP = 4
 READY_TIMEOUT = 300.0
+#: After Ctrl-C, how long a check child may take to end on its own KeyboardInterrupt (its
+#: scratch directory removed) before it is killed: what ``subprocess.run`` allows a fresh one.
+GRACE = 0.25
 
 
 def enabled() -> bool:
@@ -195,6 +198,10 @@ class Server:
                 env=env,
                 cwd=self._scratch.name,
             )
+        self.child: int | None = None  # the pid of the check running now
+        self._closed = False
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._buffer = b""
         try:
             message = self._read(time.monotonic() + ready_timeout)
@@ -251,7 +258,7 @@ class Server:
             try:
                 self.proc.stdin.write((json.dumps(request) + "\n").encode())
                 self.proc.stdin.flush()
-                pid = self._read(time.monotonic() + 60)["pid"]
+                pid = self.child = self._read(time.monotonic() + 60)["pid"]
             except (OSError, TimeoutError, KeyError) as error:
                 raise ServerError(f"the warm check server did not fork: {error}") from error
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -264,14 +271,35 @@ class Server:
                     [self.python, *argv], timeout, output=_text(out), stderr=self.warm_up_stderr + _text(err)
                 ) from None
             except BaseException:  # interrupted: the child must not outlive us
+                try:  # but it may finish its own Ctrl-C first, as a fresh one would
+                    self._read(time.monotonic() + GRACE)
+                except BaseException:
+                    pass
                 _kill(pid)
-                self.close()
+                self.close(kill=True)
                 raise
+            finally:
+                self.child = None
             return subprocess.CompletedProcess(
                 [self.python, *argv], done["returncode"], _text(out), self.warm_up_stderr + _text(err)
             )
 
+    def kill(self) -> None:
+        """Kill the running check, if any, and the server (from any thread: one waiting on
+        this server then finds it ended)."""
+        if self.child is not None:
+            _kill(self.child)
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
     def close(self, kill: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         if kill:
             self.proc.kill()
         if self.proc.stdin and not self.proc.stdin.closed:
@@ -287,6 +315,11 @@ class Server:
         if self.proc.stdout:
             self.proc.stdout.close()
         self._scratch.cleanup()
+
+
+#: Every server not closed yet, idle or busy or starting: what Ctrl-C must stop.
+_LIVE: set[Server] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def _kill(pid: int) -> None:
@@ -325,12 +358,19 @@ class Pool:
         self.started = self.warm = self.fresh = 0
         #: interpreters that could not start a server (not a python, a stand-in): run fresh
         self.broken: set[str] = set()
+        #: set by ``interrupt``: no check starts any more
+        self.interrupted = False
+
+    def stop_if_interrupted(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def take(self, python: str, environ: dict[str, str], target: str, timeout: float | None = None) -> Server:
         """An idle server whose children are ``target``'s fresh processes, or a new one
         (started within ``timeout``).  Raises ``ServerError`` when ``python`` cannot run one."""
         key = _key(python, environ)
         with self.lock:
+            self.stop_if_interrupted()
             if python in self.broken:
                 raise ServerError(f"{python} could not start a warm check server before")
             for server in reversed(self.idle):
@@ -346,6 +386,7 @@ class Pool:
             return Server(python, environ, target, min(READY_TIMEOUT, timeout or READY_TIMEOUT))
         except (ServerError, TimeoutError, OSError):
             with self.lock:
+                self.stop_if_interrupted()  # killed by interrupt(), not broken
                 self.broken.add(python)
             raise
 
@@ -361,14 +402,46 @@ class Pool:
             old.close()
 
     def close(self) -> None:
+        """Close the idle servers.  They are killed, not asked to end: an idle server holds
+        nothing worth a clean exit, and its interpreter's shutdown (torch loaded) takes a
+        second or more, which every ``patcher verify`` would wait for at its end."""
         with self.lock:
             idle, self.idle = self.idle, []
         for server in idle:
-            server.close()
+            server.close(kill=True)
+
+    def interrupt(self) -> None:
+        """After Ctrl-C: no check starts any more, and every server is killed with the check
+        it runs.  A check that Ctrl-C reached is ending anyway, but one a server was still
+        starting for, or one forked just after the signal, would run to its end; and threads
+        waiting on a server (``verify --all --jobs N``) then return at once, with
+        KeyboardInterrupt."""
+        with self.lock:
+            self.interrupted = True
+            self.idle = []
+        with _LIVE_LOCK:
+            live = list(_LIVE)
+        # the checks Ctrl-C reached end on their own, their scratch removed, as fresh ones would
+        deadline = time.monotonic() + GRACE
+        while any(server.child is not None for server in live) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for server in live:
+            server.kill()
+        for server in live:
+            server.close(kill=True)
 
 
 POOL = Pool()
-atexit.register(POOL.close)
+
+
+def _close_at_exit() -> None:
+    try:
+        POOL.close()
+    except KeyboardInterrupt:  # Ctrl-C while patcher ends: stop what is left, quietly
+        POOL.interrupt()
+
+
+atexit.register(_close_at_exit)
 
 
 def run(
@@ -387,7 +460,7 @@ def run(
     try:
         result = server.run(cmd[1:], cwd=cwd, environ=environ, target=target, timeout=timeout)
     except ServerError:
-        server.close()
+        server.close(kill=True)
         return _fresh(cmd, environ, cwd, timeout)
     except subprocess.TimeoutExpired:
         POOL.give(server)
@@ -400,5 +473,6 @@ def run(
 
 def _fresh(cmd, environ, cwd, timeout) -> subprocess.CompletedProcess:
     with POOL.lock:
+        POOL.stop_if_interrupted()  # a server killed by Ctrl-C is not a reason to run fresh
         POOL.fresh += 1
     return subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=cwd, timeout=timeout)
