@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
-from patcher.series.contract import Output
 from patcher.upstream import fetch as upstream
 from patcher.upstream import pins
+
+if TYPE_CHECKING:
+    from patcher.series.contract import Output
 
 PINNED = list(pins.load_pins())
 SUPPORTED = PINNED

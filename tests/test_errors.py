@@ -439,6 +439,14 @@ def test_force_writes_beside_foreign_files_and_keeps_them(output_cached, sandbox
             ["c.py:1:", "give a valid Python file"],
         ),
         ({"m.py": b"x = 1\n"}, ["--upstream", ""], ["--upstream is empty"]),
+        (  # Python reads it, libcst's parser does not (20,001 adjacent string literals)
+            {"m.py": b"x = (" + b" ".join([b'"a"'] * 20001) + b")\n", "c.py": b"x = 1\n"},
+            ["--upstream", "m.py", "--config-upstream", "c.py"],
+            [
+                "modeling_gemma.py does not parse as Python for the codemods (libcst)",
+                "give a real upstream file",
+            ],
+        ),
     ],
 )
 def test_bad_local_upstream(files, argv, fragments, sandbox: Path, capsys) -> None:

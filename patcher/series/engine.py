@@ -160,7 +160,11 @@ def _run(
     try:
         original = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
-        raise PatcherError(f"{file} does not parse as Python: {exc.message} (line {exc.raw_line})") from None
+        # the input's fault, not patcher's (Python itself may accept what libcst's parser cannot)
+        raise UsageError(
+            f"{file} does not parse as Python for the codemods (libcst): {exc.message} "
+            f"(line {exc.raw_line}); give a real upstream file"
+        ) from None
     done = fold(original, codemods, file=file, notice=notice, keep_steps=keep_steps, traits=traits)
     if done.drifts:
         raise DriftError(_drift_message(done.drifts, original, file))
