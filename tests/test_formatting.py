@@ -73,10 +73,6 @@ EVERYTHING = Perturbation(
 )
 
 
-def original(version: str) -> Output:
-    return generated(version)
-
-
 #: ``normalized_ast`` of the texts every example of a release compares against (its upstream
 #: files and its outputs), computed once per text.
 normalized_once = functools.lru_cache(maxsize=512)(normalized_ast)
@@ -106,7 +102,7 @@ def shapes(output: Output, p: Perturbation) -> list[tuple[str, tuple[str, ...]]]
 
 
 def assert_same_up_to_formatting(version: str, p: Perturbation) -> None:
-    up, expected = fetch(version), original(version)
+    up, expected = fetch(version), generated(version)
     changed = perturbed(up, p)
     for before, after in ((up.modeling, changed.modeling), (up.configuration, changed.configuration)):
         assert normalized_ast(after) == normalized_once(before), f"{p} is not formatting-only"
@@ -141,7 +137,7 @@ def test_reformatted_upstream_gives_the_same_output(version: str, p: Perturbatio
 def test_series_on_its_own_reformatted_output_changes_nothing(version: str, p: Perturbation) -> None:
     """Idempotence does not depend on formatting either: the output, reformatted, comes back
     from the series as the same code."""
-    output = original(version).files["modeling_gemma_vacc.py"]
+    output = generated(version).files["modeling_gemma_vacc.py"]
     up = fetch(version)
     again = engine.run(
         p.apply(output), SERIES, notice=notice(up, MODELING, up.modeling_sha256, MODELING_NAMES)

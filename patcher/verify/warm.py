@@ -208,7 +208,7 @@ class Server:
             if not isinstance(message, dict) or not isinstance(message.get("ready"), dict):
                 raise ServerError(f"the warm check server began with {str(message)[:200]!r}")
         except BaseException:
-            self.close(kill=True)
+            self.close()
             raise
         self.ready = message["ready"]
         self.warm_up_stderr = self._stderr.read_text(errors="replace")
@@ -276,7 +276,7 @@ class Server:
                 except BaseException:
                     pass
                 _kill(pid)
-                self.close(kill=True)
+                self.close()
                 raise
             finally:
                 self.child = None
@@ -294,24 +294,21 @@ class Server:
         except OSError:
             pass
 
-    def close(self, kill: bool = False) -> None:
+    def close(self) -> None:
+        """End the server (killed: an idle one holds nothing worth a clean exit, and its
+        interpreter's shutdown with torch loaded takes a second or more) and remove its scratch."""
         if self._closed:
             return
         self._closed = True
         with _LIVE_LOCK:
             _LIVE.discard(self)
-        if kill:
-            self.proc.kill()
+        self.proc.kill()
         if self.proc.stdin and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
             except OSError:
                 pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
         self._scratch.cleanup()
@@ -402,13 +399,11 @@ class Pool:
             old.close()
 
     def close(self) -> None:
-        """Close the idle servers.  They are killed, not asked to end: an idle server holds
-        nothing worth a clean exit, and its interpreter's shutdown (torch loaded) takes a
-        second or more, which every ``patcher verify`` would wait for at its end."""
+        """Close the idle servers (killed: see ``Server.close``)."""
         with self.lock:
             idle, self.idle = self.idle, []
         for server in idle:
-            server.close(kill=True)
+            server.close()
 
     def interrupt(self) -> None:
         """After Ctrl-C: no check starts any more, and every server is killed with the check
@@ -428,7 +423,7 @@ class Pool:
         for server in live:
             server.kill()
         for server in live:
-            server.close(kill=True)
+            server.close()
 
 
 POOL = Pool()
@@ -460,7 +455,7 @@ def run(
     try:
         result = server.run(cmd[1:], cwd=cwd, environ=environ, target=target, timeout=timeout)
     except ServerError:
-        server.close(kill=True)
+        server.close()
         return _fresh(cmd, environ, cwd, timeout)
     except subprocess.TimeoutExpired:
         POOL.give(server)
