@@ -413,7 +413,7 @@ class Pool:
         KeyboardInterrupt."""
         with self.lock:
             self.interrupted = True
-            self.idle = []
+            idle, self.idle = self.idle, []
         with _LIVE_LOCK:
             live = list(_LIVE)
         # the checks Ctrl-C reached end on their own, their scratch removed, as fresh ones would
@@ -422,8 +422,8 @@ class Pool:
             time.sleep(0.01)
         for server in live:
             server.kill()
-        for server in live:
-            server.close()
+        for server in idle:  # a busy or starting one is closed by the thread using it, which
+            server.close()  # finds it ended (closing it here would pull its pipe from under it)
 
 
 POOL = Pool()
